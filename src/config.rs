@@ -1,0 +1,650 @@
+//! Settings, read from environment variables and validated before any socket is bound.
+//!
+//! `envy` collects the variables; every value is then parsed here by hand so that a bad one
+//! produces a single line naming the variable and what was expected, instead of a serde error.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// One documented setting: its variable, its default (empty when required) and what it does.
+pub struct Setting {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every setting the proxy reads, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "LISTEN_ON", default: "(required)", meaning: "port for plain-HTTP connections from the balancer; every request is redirected to https" },
+    Setting { name: "LISTEN_ON_TLS", default: "(required)", meaning: "port for TLS-terminated connections from the balancer; requests are forwarded to the app" },
+    Setting { name: "DESTINATION_HOSTNAME", default: "(required)", meaning: "the app's host name or address, resolved on every new upstream connection" },
+    Setting { name: "DESTINATION_PORT", default: "(required)", meaning: "the app's port" },
+    Setting { name: "LISTEN_ADDRESS", default: "0.0.0.0", meaning: "address both listeners bind (`::` for IPv6 and IPv4)" },
+    Setting { name: "PROXY_PROTOCOL", default: "required", meaning: "`required`, `optional` (use a header when present) or `off` (never read one)" },
+    Setting { name: "TRUSTED_PROXIES", default: "(any)", meaning: "comma-separated CIDRs allowed to send PROXY headers; others are refused" },
+    Setting { name: "PROXY_HEADER_TIMEOUT", default: "5s", meaning: "time for the PROXY header to arrive" },
+    Setting { name: "REQUEST_HEADER_TIMEOUT", default: "10s", meaning: "time for a request's headers to arrive once it has started" },
+    Setting { name: "KEEPALIVE_TIMEOUT", default: "75s", meaning: "idle client keep-alive connections are closed after this" },
+    Setting { name: "CONNECT_TIMEOUT", default: "5s", meaning: "time to connect to the app before answering 502" },
+    Setting { name: "RESPONSE_TIMEOUT", default: "60s", meaning: "time for the app's response headers before answering 504" },
+    Setting { name: "WEBSOCKET_IDLE_TIMEOUT", default: "0", meaning: "close an upgraded connection idle this long in both directions (0 = never)" },
+    Setting { name: "MAX_CONNECTIONS", default: "10000", meaning: "open client connections; further ones wait in the accept queue" },
+    Setting { name: "MAX_HEADER_BYTES", default: "64KiB", meaning: "larger request headers get 431" },
+    Setting { name: "MAX_BODY_BYTES", default: "0", meaning: "larger request bodies get 413 (0 = no limit)" },
+    Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },
+    Setting { name: "SHUTDOWN_TIMEOUT", default: "30s", meaning: "then let in-flight work finish for at most this long, and exit" },
+    Setting { name: "METRICS_LISTEN", default: "(off)", meaning: "address:port for Prometheus metrics at /metrics" },
+    Setting { name: "LOG_FORMAT", default: "text", meaning: "`text` or `json` (one object per line)" },
+    Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },
+];
+
+/// Whether connections must, may or must not begin with a PROXY protocol header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    Required,
+    Optional,
+    Off,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration. Tests build it with [`Config::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen_address: IpAddr,
+    pub listen_on: u16,
+    pub listen_on_tls: u16,
+    pub destination_hostname: String,
+    pub destination_port: u16,
+    pub proxy_protocol: ProxyProtocol,
+    pub trusted_proxies: Vec<IpNet>,
+    pub proxy_header_timeout: Duration,
+    pub request_header_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub websocket_idle_timeout: Option<Duration>,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: Option<u64>,
+    pub shutdown_delay: Duration,
+    pub shutdown_timeout: Duration,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+}
+
+/// A setting that is missing or malformed: names the variable, what was expected and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub expected: String,
+    pub found: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.found {
+            None => write!(
+                f,
+                "{} is not set: expected {}",
+                self.variable, self.expected
+            ),
+            Some(v) => write!(
+                f,
+                "{}={:?} is invalid: expected {}",
+                self.variable, v, self.expected
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The raw variables as `envy` collects them; all strings, parsed below.
+#[derive(Deserialize, Default)]
+struct RawEnv {
+    listen_on: Option<String>,
+    listen_on_tls: Option<String>,
+    destination_hostname: Option<String>,
+    destination_port: Option<String>,
+    listen_address: Option<String>,
+    proxy_protocol: Option<String>,
+    trusted_proxies: Option<String>,
+    proxy_header_timeout: Option<String>,
+    request_header_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    response_timeout: Option<String>,
+    websocket_idle_timeout: Option<String>,
+    max_connections: Option<String>,
+    max_header_bytes: Option<String>,
+    max_body_bytes: Option<String>,
+    shutdown_delay: Option<String>,
+    shutdown_timeout: Option<String>,
+    metrics_listen: Option<String>,
+    log_format: Option<String>,
+}
+
+impl Config {
+    /// A configuration with every optional setting at its default.
+    pub fn new(
+        listen_on: u16,
+        listen_on_tls: u16,
+        destination_hostname: &str,
+        destination_port: u16,
+    ) -> Self {
+        Config {
+            listen_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            listen_on,
+            listen_on_tls,
+            destination_hostname: destination_hostname.to_owned(),
+            destination_port,
+            proxy_protocol: ProxyProtocol::Required,
+            trusted_proxies: Vec::new(),
+            proxy_header_timeout: Duration::from_secs(5),
+            request_header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            websocket_idle_timeout: None,
+            max_connections: 10_000,
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: None,
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: Duration::from_secs(30),
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// Reads and validates the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and validates the given variables (the environment, or a test's list).
+    pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<Self, ConfigError> {
+        // Empty values count as unset, as they do for most container tooling.
+        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
+        let raw: RawEnv = envy::from_iter(vars).map_err(|e| ConfigError {
+            variable: "environment",
+            expected: "string values".into(),
+            found: Some(e.to_string()),
+        })?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
+        let listen_on = port("LISTEN_ON", required("LISTEN_ON", raw.listen_on, PORT)?)?;
+        let listen_on_tls = port(
+            "LISTEN_ON_TLS",
+            required("LISTEN_ON_TLS", raw.listen_on_tls, PORT)?,
+        )?;
+        let host = required("DESTINATION_HOSTNAME", raw.destination_hostname, HOST)?;
+        let destination_hostname = hostname("DESTINATION_HOSTNAME", host)?;
+        let destination_port = port(
+            "DESTINATION_PORT",
+            required("DESTINATION_PORT", raw.destination_port, PORT)?,
+        )?;
+        let mut c = Config::new(
+            listen_on,
+            listen_on_tls,
+            &destination_hostname,
+            destination_port,
+        );
+        if listen_on == listen_on_tls {
+            return Err(invalid(
+                "LISTEN_ON_TLS",
+                "a port different from LISTEN_ON",
+                listen_on_tls.to_string(),
+            ));
+        }
+        if let Some(v) = raw.listen_address {
+            c.listen_address = v
+                .trim()
+                .parse()
+                .map_err(|_| invalid("LISTEN_ADDRESS", "an IP address such as 0.0.0.0 or ::", v))?;
+        }
+        if let Some(v) = raw.proxy_protocol {
+            c.proxy_protocol = match v.trim().to_ascii_lowercase().as_str() {
+                "required" => ProxyProtocol::Required,
+                "optional" => ProxyProtocol::Optional,
+                "off" => ProxyProtocol::Off,
+                _ => {
+                    return Err(invalid(
+                        "PROXY_PROTOCOL",
+                        "one of required, optional, off",
+                        v,
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.trusted_proxies {
+            c.trusted_proxies = parse_cidrs(&v).ok_or_else(|| {
+                invalid(
+                    "TRUSTED_PROXIES",
+                    "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8",
+                    v.clone(),
+                )
+            })?;
+        }
+        let duration = |name: &'static str, v: Option<String>, default: Duration| match v {
+            None => Ok(default),
+            Some(v) => parse_duration(&v).ok_or_else(|| invalid(name, DURATION, v)),
+        };
+        c.proxy_header_timeout = positive(
+            "PROXY_HEADER_TIMEOUT",
+            duration(
+                "PROXY_HEADER_TIMEOUT",
+                raw.proxy_header_timeout,
+                c.proxy_header_timeout,
+            )?,
+        )?;
+        c.request_header_timeout = positive(
+            "REQUEST_HEADER_TIMEOUT",
+            duration(
+                "REQUEST_HEADER_TIMEOUT",
+                raw.request_header_timeout,
+                c.request_header_timeout,
+            )?,
+        )?;
+        c.keepalive_timeout = positive(
+            "KEEPALIVE_TIMEOUT",
+            duration(
+                "KEEPALIVE_TIMEOUT",
+                raw.keepalive_timeout,
+                c.keepalive_timeout,
+            )?,
+        )?;
+        c.connect_timeout = positive(
+            "CONNECT_TIMEOUT",
+            duration("CONNECT_TIMEOUT", raw.connect_timeout, c.connect_timeout)?,
+        )?;
+        c.response_timeout = positive(
+            "RESPONSE_TIMEOUT",
+            duration("RESPONSE_TIMEOUT", raw.response_timeout, c.response_timeout)?,
+        )?;
+        let idle = duration(
+            "WEBSOCKET_IDLE_TIMEOUT",
+            raw.websocket_idle_timeout,
+            Duration::ZERO,
+        )?;
+        c.websocket_idle_timeout = (!idle.is_zero()).then_some(idle);
+        c.shutdown_delay = duration("SHUTDOWN_DELAY", raw.shutdown_delay, c.shutdown_delay)?;
+        c.shutdown_timeout =
+            duration("SHUTDOWN_TIMEOUT", raw.shutdown_timeout, c.shutdown_timeout)?;
+        if let Some(v) = raw.max_connections {
+            c.max_connections = match v.trim().parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => n,
+                _ => {
+                    return Err(invalid(
+                        "MAX_CONNECTIONS",
+                        "a whole number from 1 to 1000000",
+                        v,
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.max_header_bytes {
+            c.max_header_bytes = match parse_size(&v) {
+                Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
+                _ => {
+                    return Err(invalid(
+                        "MAX_HEADER_BYTES",
+                        "a size from 1KiB to 1MiB, such as 64KiB or 16384",
+                        v,
+                    ))
+                }
+            };
+        }
+        if let Some(v) = raw.max_body_bytes {
+            let n = parse_size(&v).ok_or_else(|| {
+                invalid(
+                    "MAX_BODY_BYTES",
+                    "a size such as 10MiB, 1GB or 0 for no limit",
+                    v,
+                )
+            })?;
+            c.max_body_bytes = (n > 0).then_some(n);
+        }
+        if let Some(v) = raw.metrics_listen {
+            let addr: SocketAddr = v.trim().parse().map_err(|_| {
+                invalid(
+                    "METRICS_LISTEN",
+                    "address:port such as 0.0.0.0:9090",
+                    v.clone(),
+                )
+            })?;
+            if [c.listen_on, c.listen_on_tls].contains(&addr.port()) {
+                return Err(invalid(
+                    "METRICS_LISTEN",
+                    "a port other than LISTEN_ON and LISTEN_ON_TLS",
+                    v,
+                ));
+            }
+            c.metrics_listen = Some(addr);
+        }
+        if let Some(v) = raw.log_format {
+            c.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err(invalid("LOG_FORMAT", "text or json", v)),
+            };
+        }
+        Ok(c)
+    }
+
+    /// Whether a peer may send a PROXY header (an empty list trusts everyone).
+    pub fn is_trusted(&self, peer: IpAddr) -> bool {
+        self.trusted_proxies.is_empty()
+            || self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
+    /// One line with the effective settings, logged at start-up.
+    pub fn summary(&self) -> String {
+        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        format!(
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?}",
+            self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
+            self.destination_hostname, self.destination_port, self.proxy_protocol,
+            if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
+            secs(self.proxy_header_timeout), secs(self.request_header_timeout), secs(self.keepalive_timeout),
+            secs(self.connect_timeout), secs(self.response_timeout),
+            self.websocket_idle_timeout.map_or("off".to_owned(), secs),
+            self.max_connections, self.max_header_bytes,
+            self.max_body_bytes.map_or("off".to_owned(), |n| n.to_string()),
+            secs(self.shutdown_delay), secs(self.shutdown_timeout),
+            self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
+        )
+    }
+}
+
+const PORT: &str = "a TCP port number from 1 to 65535";
+const HOST: &str = "a host name or IP address, such as app or 10.0.0.5";
+const DURATION: &str = "a duration such as 500ms, 5s, 2m, 1h or a number of seconds";
+
+fn invalid(variable: &'static str, expected: &str, found: String) -> ConfigError {
+    ConfigError {
+        variable,
+        expected: expected.to_owned(),
+        found: Some(found),
+    }
+}
+
+fn required(
+    variable: &'static str,
+    v: Option<String>,
+    expected: &str,
+) -> Result<String, ConfigError> {
+    v.ok_or_else(|| ConfigError {
+        variable,
+        expected: expected.to_owned(),
+        found: None,
+    })
+}
+
+fn port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
+    match v.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(invalid(variable, PORT, v)),
+    }
+}
+
+fn positive(variable: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        Err(invalid(
+            variable,
+            "a duration greater than zero",
+            "0".into(),
+        ))
+    } else {
+        Ok(d)
+    }
+}
+
+/// Accepts DNS names and IP literals; rejects URLs and host:port, the usual copy-paste mistakes.
+fn hostname(variable: &'static str, v: String) -> Result<String, ConfigError> {
+    let h = v.trim();
+    if h.parse::<IpAddr>().is_ok() {
+        return Ok(h.to_owned());
+    }
+    let ok = h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+        });
+    if ok {
+        Ok(h.to_owned())
+    } else {
+        Err(invalid(
+            variable,
+            &format!("{HOST} (no scheme, no port)"),
+            v,
+        ))
+    }
+}
+
+fn parse_cidrs(v: &str) -> Option<Vec<IpNet>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// A byte count: a bare number, or with `B`, `KiB`, `MiB`, `GiB` (1024) or `KB`, `MB`, `GB` (1000).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("LISTEN_ON", "81"),
+        ("LISTEN_ON_TLS", "444"),
+        ("DESTINATION_HOSTNAME", "backend"),
+        ("DESTINATION_PORT", "8080"),
+    ];
+
+    fn with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut v = vars(BASE);
+        for (k, val) in extra {
+            v.retain(|(name, _)| name != k);
+            v.push((k.to_string(), val.to_string()));
+        }
+        Config::from_vars(v)
+    }
+
+    #[test]
+    fn the_seed_four_variables_are_enough() {
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            (c.listen_on, c.listen_on_tls, c.destination_port),
+            (81, 444, 8080)
+        );
+        assert_eq!(c.destination_hostname, "backend");
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Required);
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(c.max_body_bytes, None);
+    }
+
+    #[test]
+    fn each_missing_required_variable_is_named() {
+        for name in [
+            "LISTEN_ON",
+            "LISTEN_ON_TLS",
+            "DESTINATION_HOSTNAME",
+            "DESTINATION_PORT",
+        ] {
+            let mut v = vars(BASE);
+            v.retain(|(k, _)| k != name);
+            let err = Config::from_vars(v).unwrap_err();
+            assert_eq!(err.variable, name);
+            assert!(
+                err.to_string().starts_with(&format!("{name} is not set")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_values_name_the_variable_and_the_expectation() {
+        let cases: &[(&str, &str)] = &[
+            ("LISTEN_ON", "http"),
+            ("LISTEN_ON", "0"),
+            ("LISTEN_ON_TLS", "70000"),
+            ("LISTEN_ON_TLS", "81"),
+            ("DESTINATION_HOSTNAME", "http://app"),
+            ("DESTINATION_HOSTNAME", "app:8080"),
+            ("DESTINATION_PORT", "-1"),
+            ("LISTEN_ADDRESS", "localhost"),
+            ("PROXY_PROTOCOL", "yes"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("PROXY_HEADER_TIMEOUT", "5 seconds"),
+            ("KEEPALIVE_TIMEOUT", "0"),
+            ("MAX_CONNECTIONS", "0"),
+            ("MAX_HEADER_BYTES", "10"),
+            ("MAX_BODY_BYTES", "lots"),
+            ("METRICS_LISTEN", "9090"),
+            ("LOG_FORMAT", "xml"),
+        ];
+        for (name, value) in cases {
+            let err = with(&[(name, value)]).unwrap_err();
+            assert_eq!(&err.variable, name, "{name}={value}: {err}");
+            let line = err.to_string();
+            assert!(line.contains(name) && line.contains("expected"), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn optional_settings_parse() {
+        let c = with(&[
+            ("LISTEN_ADDRESS", "::"),
+            ("PROXY_PROTOCOL", "Optional"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, fd00::/8,192.168.1.7"),
+            ("REQUEST_HEADER_TIMEOUT", "500ms"),
+            ("RESPONSE_TIMEOUT", "2m"),
+            ("WEBSOCKET_IDLE_TIMEOUT", "1h"),
+            ("SHUTDOWN_DELAY", "7"),
+            ("MAX_HEADER_BYTES", "16KiB"),
+            ("MAX_BODY_BYTES", "10MB"),
+            ("METRICS_LISTEN", "127.0.0.1:9090"),
+            ("LOG_FORMAT", "json"),
+        ])
+        .unwrap();
+        assert_eq!(c.listen_address, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(c.proxy_protocol, ProxyProtocol::Optional);
+        assert_eq!(c.trusted_proxies.len(), 3);
+        assert!(c.is_trusted("10.1.2.3".parse().unwrap()));
+        assert!(c.is_trusted("192.168.1.7".parse().unwrap()));
+        assert!(!c.is_trusted("192.168.1.8".parse().unwrap()));
+        assert_eq!(c.request_header_timeout, Duration::from_millis(500));
+        assert_eq!(c.response_timeout, Duration::from_secs(120));
+        assert_eq!(c.websocket_idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(7));
+        assert_eq!(c.max_header_bytes, 16 * 1024);
+        assert_eq!(c.max_body_bytes, Some(10_000_000));
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn every_parsed_variable_is_documented() {
+        let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
+        for field in [
+            "LISTEN_ON",
+            "LISTEN_ON_TLS",
+            "DESTINATION_HOSTNAME",
+            "DESTINATION_PORT",
+            "LISTEN_ADDRESS",
+            "PROXY_PROTOCOL",
+            "TRUSTED_PROXIES",
+            "PROXY_HEADER_TIMEOUT",
+            "REQUEST_HEADER_TIMEOUT",
+            "KEEPALIVE_TIMEOUT",
+            "CONNECT_TIMEOUT",
+            "RESPONSE_TIMEOUT",
+            "WEBSOCKET_IDLE_TIMEOUT",
+            "MAX_CONNECTIONS",
+            "MAX_HEADER_BYTES",
+            "MAX_BODY_BYTES",
+            "SHUTDOWN_DELAY",
+            "SHUTDOWN_TIMEOUT",
+            "METRICS_LISTEN",
+            "LOG_FORMAT",
+        ] {
+            assert!(names.contains(&field), "{field} missing from SETTINGS");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_size("64KiB"), Some(65536));
+        assert_eq!(parse_size("1 MiB"), Some(1 << 20));
+        assert_eq!(parse_size("2GB"), Some(2_000_000_000));
+        assert_eq!(parse_size("KiB"), None);
+    }
+}

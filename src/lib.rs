@@ -1,0 +1,189 @@
+//! elb-ws-proxy: a reverse proxy for HTTP and WebSockets that sits behind an AWS load balancer
+//! in TCP mode, reads the PROXY protocol header it prepends, and forwards to an app with the
+//! real client address in `X-Forwarded-For`.
+//!
+//! [`Proxy::bind`] then [`Proxy::serve`] (or [`run`], which does both) is the whole program;
+//! `main.rs` only reads the configuration, sets up logging and passes the shutdown signal.
+
+pub mod body;
+pub mod config;
+pub mod connection;
+pub mod forward;
+pub mod health;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod proxy_header;
+pub mod redirect;
+pub mod shutdown;
+pub mod tunnel;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioTimer;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use connection::Port;
+use shutdown::Drain;
+
+/// What every connection shares: settings, the upstream pool, the drain, the metrics.
+pub struct Shared {
+    pub config: Config,
+    pub upstream: forward::Upstream,
+    pub drain: Drain,
+    pub metrics: Arc<metrics::Metrics>,
+    limiter: Arc<Semaphore>,
+    http: hyper::server::conn::http1::Builder,
+}
+
+/// A proxy whose listeners are bound and which is ready to serve.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    plain: TcpListener,
+    tls: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+impl Proxy {
+    /// Binds both listeners (and the metrics one, if set). Nothing is resolved here: the app's
+    /// name is looked up when connecting, so the proxy starts while the app is not up yet.
+    pub async fn bind(config: Config) -> io::Result<Self> {
+        let upstream = forward::Upstream::new(&config).map_err(io::Error::other)?;
+        let bind = |port: u16, var: &str| {
+            let addr = SocketAddr::new(config.listen_address, port);
+            listener::bind(addr).map_err(|e| {
+                io::Error::new(e.kind(), format!("{var}: cannot listen on {addr}: {e}"))
+            })
+        };
+        let plain = bind(config.listen_on, "LISTEN_ON")?;
+        let tls = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(listener::bind(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("METRICS_LISTEN: cannot listen on {addr}: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            // The connection task keeps the header and keep-alive clocks (see `connection`).
+            .header_read_timeout(None)
+            .max_header_size(config.max_header_bytes)
+            .max_buf_size(config.max_header_bytes.max(400 * 1024) + 8 * 1024);
+        let shared = Shared {
+            limiter: Arc::new(Semaphore::new(config.max_connections)),
+            upstream,
+            drain: Drain::default(),
+            metrics: Arc::new(metrics::Metrics::new()),
+            http,
+            config,
+        };
+        Ok(Proxy {
+            shared: Arc::new(shared),
+            plain,
+            tls,
+            metrics,
+        })
+    }
+
+    /// Where the plain-HTTP listener is bound (useful with port 0 in tests).
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.plain
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where the TLS-origin listener is bound.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where the metrics listener is bound, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The proxy's metrics, for tests and embedding.
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/ping` answers 503 for `SHUTDOWN_DELAY`
+    /// while traffic is still served, then the listeners close and in-flight work gets up to
+    /// `SHUTDOWN_TIMEOUT` before everything still open is closed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Proxy {
+            shared,
+            plain,
+            tls,
+            metrics,
+        } = self;
+        let tracker = TaskTracker::new();
+        tracing::info!(
+            plain = %plain.local_addr()?,
+            tls = %tls.local_addr()?,
+            settings = %shared.config.summary(),
+            "elb-ws-proxy {} listening",
+            env!("CARGO_PKG_VERSION")
+        );
+        let accept_plain = tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            plain,
+            Port::Plain,
+            tracker.clone(),
+        ));
+        let accept_tls = tokio::spawn(listener::accept_loop(
+            shared.clone(),
+            tls,
+            Port::Tls,
+            tracker.clone(),
+        ));
+        if let Some(l) = metrics {
+            tokio::spawn(metrics::serve(
+                l,
+                shared.metrics.clone(),
+                shared.drain.clone(),
+            ));
+        }
+        shutdown.await;
+        let drain = &shared.drain;
+        drain.start();
+        if !shared.config.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?shared.config.shutdown_delay, "draining: /ping answers 503, still serving");
+            tokio::time::sleep(shared.config.shutdown_delay).await;
+        }
+        tracing::info!(timeout = ?shared.config.shutdown_timeout, "no longer accepting; waiting for open connections");
+        drain.stop_accepting.cancel();
+        let _ = tokio::join!(accept_plain, accept_tls);
+        tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "shutdown deadline reached; closing what is still open"
+            );
+            drain.hard_stop.cancel();
+            tracker.wait().await;
+        }
+        drain.hard_stop.cancel();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Binds and serves until `shutdown` resolves and the drain completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    Proxy::bind(config).await?.serve(shutdown).await
+}

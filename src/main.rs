@@ -1,0 +1,121 @@
+//! The binary: read the configuration, set up logging and signals, run the proxy.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+
+use elb_ws_proxy::config::{Config, ProxyProtocol, SETTINGS};
+use elb_ws_proxy::{health, logging, shutdown};
+
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1);
+    match arg.as_deref() {
+        None => serve(),
+        Some("-h" | "--help" | "help") => {
+            print!("{}", help());
+            ExitCode::SUCCESS
+        }
+        Some("-V" | "--version") => {
+            println!("elb-ws-proxy {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Some("check") => match Config::from_env() {
+            Ok(config) => {
+                println!("configuration is valid: {}", config.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_error(e),
+        },
+        Some("healthcheck") => healthcheck(),
+        Some(other) => {
+            eprintln!("elb-ws-proxy: unknown argument {other:?}; see --help");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn config_error(e: elb_ws_proxy::config::ConfigError) -> ExitCode {
+    eprintln!("elb-ws-proxy: configuration error: {e}");
+    ExitCode::from(2)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    logging::init(config.log_format);
+    warn_about_config_overrides(Path::new("/config-overrides"));
+    let result =
+        runtime().and_then(|rt| rt.block_on(elb_ws_proxy::run(config, shutdown::signal())));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("elb-ws-proxy: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.listen_on_tls);
+    let send_header = config.proxy_protocol != ProxyProtocol::Off;
+    match runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(health::probe(addr, send_header)))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("elb-ws-proxy healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The nginx image included `/config-overrides/*.conf`; those files mean nothing here.
+fn warn_about_config_overrides(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !names.is_empty() {
+        tracing::warn!(
+            files = names.join(", "),
+            "{} holds nginx snippets, which elb-ws-proxy does not read; use the environment variables in --help instead",
+            dir.display()
+        );
+    }
+}
+
+fn help() -> String {
+    let mut out = format!(
+        "elb-ws-proxy {}\n\
+         Reverse proxy for HTTP and WebSockets behind an AWS load balancer that sends PROXY protocol headers.\n\n\
+         USAGE:\n  elb-ws-proxy              run the proxy (configured by environment variables)\n  \
+         elb-ws-proxy check        validate the configuration and exit\n  \
+         elb-ws-proxy healthcheck  ask /ping on 127.0.0.1:$LISTEN_ON_TLS; exit 0 when healthy\n  \
+         elb-ws-proxy --version\n\nSETTINGS (environment variables):\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    for s in SETTINGS {
+        out.push_str(&format!(
+            "  {:<24} default {:<11} {}\n",
+            s.name, s.default, s.meaning
+        ));
+    }
+    out
+}

@@ -1,0 +1,280 @@
+//! WebSockets and any other `Upgrade`: the handshake goes to the app on a connection of its
+//! own; on `101` the two sockets are joined byte for byte until both sides have closed.
+//!
+//! The join holds no buffer while idle. It waits for readiness, then copies through a buffer
+//! borrowed from the worker thread for that moment; only bytes the other side cannot take yet
+//! are kept, in an allocation freed as soon as they are written. An idle tunnel costs its two
+//! sockets and a few words of state, which is what lets one instance hold many of them.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::Shutdown;
+use std::pin::pin;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::Body;
+use crate::connection::{ClientIo, ConnCtx, PendingUpgrade};
+use crate::forward::{self, UpstreamError};
+use crate::Shared;
+
+/// Whether a request asks to switch protocols (`Connection: upgrade` plus an `Upgrade` header).
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+/// Sends an upgrade request to the app on a fresh connection. On `101` the pending sockets are
+/// left with the connection, which joins them once hyper has finished with the client side.
+pub async fn forward_upgrade(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let protocol = req.headers().get(header::UPGRADE).cloned();
+    let on_client = hyper::upgrade::on(&mut req);
+    let (mut parts, body) = req.into_parts();
+    forward::rewrite_request_headers(&mut parts.headers, ctx, protocol);
+    if parts.uri.scheme().is_some() {
+        // Absolute-form targets are for proxies; the app gets origin-form.
+        if let Some(pq) = parts.uri.path_and_query() {
+            parts.uri = pq.as_str().parse().unwrap_or_default();
+        }
+    }
+    let upstream = &shared.upstream;
+    let stream = match upstream.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            let kind = if e.kind() == io::ErrorKind::TimedOut {
+                UpstreamError::Timeout
+            } else {
+                UpstreamError::Connect
+            };
+            return upstream.fail(ctx, &shared.metrics, kind, &e);
+        }
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(pair) => pair,
+        Err(e) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Reset, &e),
+    };
+    tokio::spawn(conn.with_upgrades());
+    let sent = tokio::time::timeout(
+        upstream.response_timeout(),
+        sender.send_request(Request::from_parts(parts, body)),
+    );
+    let mut resp = match sent.await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Reset, &e),
+        Err(_) => {
+            return upstream.fail(
+                ctx,
+                &shared.metrics,
+                UpstreamError::Timeout,
+                &"no response headers within RESPONSE_TIMEOUT",
+            )
+        }
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return forward::finish_response(resp);
+    }
+    let accepted = resp.headers().get(header::UPGRADE).cloned();
+    ctx.set_upgrade(PendingUpgrade {
+        client: on_client,
+        upstream: hyper::upgrade::on(&mut resp),
+    });
+    let (mut parts, _) = resp.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = accepted {
+        parts.headers.insert(header::UPGRADE, protocol);
+    }
+    parts
+        .headers
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// Waits for both sides of an accepted upgrade, then joins them until they close.
+pub async fn run(shared: &Shared, ctx: &ConnCtx, pending: PendingUpgrade) {
+    let (client, upstream) = match (pending.client.await, pending.upstream.await) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(client = %ctx.client, error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let (Ok(client), Ok(upstream)) = (
+        client.downcast::<TokioIo<ClientIo>>(),
+        upstream.downcast::<TokioIo<TcpStream>>(),
+    ) else {
+        tracing::error!(client = %ctx.client, "upgraded connection has an unexpected type; closing");
+        return;
+    };
+    let (client_stream, leftover) = client.io.into_inner().into_parts();
+    let to_app = [leftover, client.read_buf].concat();
+    shared.metrics.tunnel_opened();
+    let started = Instant::now();
+    let result = splice(
+        &client_stream,
+        to_app,
+        &upstream.io.into_inner(),
+        upstream.read_buf.to_vec(),
+        shared.config.websocket_idle_timeout,
+    )
+    .await;
+    shared.metrics.tunnel_closed();
+    let (up, down, why) = match &result {
+        Ok((up, down)) => (*up, *down, "closed".to_owned()),
+        Err((up, down, e)) => (*up, *down, e.to_string()),
+    };
+    shared.metrics.client_bytes(up, down);
+    tracing::info!(
+        client = %ctx.client,
+        bytes_to_app = up,
+        bytes_to_client = down,
+        seconds = started.elapsed().as_secs_f64(),
+        end = why.as_str(),
+        "tunnel ended"
+    );
+}
+
+/// Bytes copied one way, and those read but not yet written.
+#[derive(Default)]
+struct Direction {
+    owed: Vec<u8>,
+    offset: usize,
+    eof: bool,
+    done: bool,
+    bytes: u64,
+}
+
+/// How many reads one direction may do per wake-up before yielding to other tasks.
+const READS_PER_POLL: usize = 16;
+const SCRATCH_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
+}
+
+/// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
+/// or nothing moved for `idle_timeout`. Returns the bytes sent to `b` and to `a`.
+#[allow(clippy::type_complexity)]
+pub async fn splice(
+    a: &TcpStream,
+    a_to_b: Vec<u8>,
+    b: &TcpStream,
+    b_to_a: Vec<u8>,
+    idle_timeout: Option<std::time::Duration>,
+) -> Result<(u64, u64), (u64, u64, io::Error)> {
+    let mut ab = Direction {
+        owed: a_to_b,
+        ..Default::default()
+    };
+    let mut ba = Direction {
+        owed: b_to_a,
+        ..Default::default()
+    };
+    let mut idle = pin!(tokio::time::sleep(idle_timeout.unwrap_or_default()));
+    let mut moved = 0;
+    poll_fn(|cx| {
+        let result = SCRATCH.with(|scratch| {
+            let scratch = &mut scratch.borrow_mut()[..];
+            if !ab.done {
+                if let Poll::Ready(Err(e)) = copy(cx, a, b, &mut ab, scratch) {
+                    return Err(e);
+                }
+            }
+            if !ba.done {
+                if let Poll::Ready(Err(e)) = copy(cx, b, a, &mut ba, scratch) {
+                    return Err(e);
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            return Poll::Ready(Err((ab.bytes, ba.bytes, e)));
+        }
+        if ab.done && ba.done {
+            return Poll::Ready(Ok((ab.bytes, ba.bytes)));
+        }
+        if let Some(limit) = idle_timeout {
+            if ab.bytes + ba.bytes != moved {
+                moved = ab.bytes + ba.bytes;
+                idle.as_mut().reset(tokio::time::Instant::now() + limit);
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                let e = io::Error::new(io::ErrorKind::TimedOut, "idle for WEBSOCKET_IDLE_TIMEOUT");
+                return Poll::Ready(Err((ab.bytes, ba.bytes, e)));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Moves what `from` has to `to`; `Ready(Ok)` once `from` has ended and `to` got the FIN.
+fn copy(
+    cx: &mut Context<'_>,
+    from: &TcpStream,
+    to: &TcpStream,
+    d: &mut Direction,
+    scratch: &mut [u8],
+) -> Poll<io::Result<()>> {
+    for _ in 0..READS_PER_POLL {
+        while d.offset < d.owed.len() {
+            ready!(to.poll_write_ready(cx))?;
+            match to.try_write(&d.owed[d.offset..]) {
+                Ok(n) => d.offset += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        if !d.owed.is_empty() {
+            d.owed = Vec::new();
+            d.offset = 0;
+        }
+        if d.eof {
+            // The peer may already be gone; the tunnel ends when both sides have.
+            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            d.done = true;
+            return Poll::Ready(Ok(()));
+        }
+        ready!(from.poll_read_ready(cx))?;
+        let n = match from.try_read(scratch) {
+            Ok(0) => {
+                d.eof = true;
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        d.bytes += n as u64;
+        let mut written = 0;
+        while written < n {
+            match to.try_write(&scratch[written..n]) {
+                Ok(m) => written += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    d.owed = scratch[written..n].to_vec();
+                    break;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
