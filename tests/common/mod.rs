@@ -1,0 +1,406 @@
+//! Test peers: an app that reports what it received, the proxy started in-process on port 0,
+//! and clients that write PROXY headers by hand. Every wait here is bounded.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use elb_ws_proxy::{Config, Proxy};
+
+/// Upper bound for any single network wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// A running test app; it counts the TCP connections it accepted.
+pub struct App {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn start_app() -> App {
+    start_app_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
+}
+
+pub async fn start_app_on(listener: TcpListener) -> App {
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| app(req, peer));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    App {
+        addr,
+        connections,
+        task,
+    }
+}
+
+type AppBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(s: impl Into<Bytes>) -> AppBody {
+    Full::new(s.into()).boxed()
+}
+
+/// Routes of the test app. Everything not listed echoes the request.
+async fn app(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Response<AppBody>, Infallible> {
+    let path = req.uri().path().to_owned();
+    match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            Ok(Response::new(full("slow")))
+        }
+        "/big" => {
+            let n: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(1 << 20);
+            Ok(Response::new(full(vec![b'x'; n])))
+        }
+        "/sse" => {
+            // The first event now, the second only much later: a buffering proxy would hold both.
+            let stream = futures_util::stream::unfold(0, |i| async move {
+                match i {
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"data: first\n\n"))),
+                        1,
+                    )),
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"data: second\n\n"))), 2))
+                    }
+                    _ => None,
+                }
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+            resp.headers_mut()
+                .insert("content-type", "text/event-stream".parse().unwrap());
+            Ok(resp)
+        }
+        "/upload" => {
+            let mut total = 0usize;
+            let mut body = req.into_body();
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => total += f.data_ref().map_or(0, |d| d.len()),
+                    Err(_) => return Ok(Response::new(full("body error"))),
+                }
+            }
+            Ok(Response::new(full(format!("received {total}"))))
+        }
+        "/ws" | "/ws-refuse" | "/raw" => upgrade(&mut req, &path, peer),
+        _ => {
+            let mut text = format!("{} {}\npeer: {}\n", req.method(), req.uri(), peer);
+            for (name, value) in req.headers() {
+                text.push_str(&format!(
+                    "{}: {}\n",
+                    name,
+                    value.to_str().unwrap_or("<binary>")
+                ));
+            }
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            text.push_str(&format!("body-length: {}\n", body.len()));
+            Ok(Response::new(full(text)))
+        }
+    }
+}
+
+fn upgrade(
+    req: &mut Request<Incoming>,
+    path: &str,
+    _peer: SocketAddr,
+) -> Result<Response<AppBody>, Infallible> {
+    if path == "/ws-refuse" {
+        let mut r = Response::new(full("no websockets here"));
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        return Ok(r);
+    }
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let on_upgrade = hyper::upgrade::on(&mut *req);
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut()
+        .insert("connection", "upgrade".parse().unwrap());
+    if path == "/raw" {
+        resp.headers_mut()
+            .insert("upgrade", "echo".parse().unwrap());
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut io = TokioIo::new(upgraded);
+            let mut all = Vec::new();
+            // Echo until the client half-closes, then prove the other direction still works.
+            let mut buf = [0u8; 4096];
+            loop {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        all.extend_from_slice(&buf[..n]);
+                        let _ = io.write_all(&buf[..n]).await;
+                    }
+                }
+            }
+            let _ = io
+                .write_all(format!("bye after {} bytes", all.len()).as_bytes())
+                .await;
+            let _ = io.shutdown().await;
+        });
+        return Ok(resp);
+    }
+    let key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    resp.headers_mut()
+        .insert("upgrade", "websocket".parse().unwrap());
+    resp.headers_mut()
+        .insert("sec-websocket-accept", key.parse().unwrap());
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        let _ = ws
+            .send(Message::text(format!("x-forwarded-for: {xff}")))
+            .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() || msg.is_binary() {
+                if ws.send(msg).await.is_err() {
+                    break;
+                }
+            } else if msg.is_close() {
+                break;
+            }
+        }
+    });
+    Ok(resp)
+}
+
+/// A proxy running in-process, with a handle to shut it down.
+pub struct Running {
+    pub plain: SocketAddr,
+    pub tls: SocketAddr,
+    pub metrics: Option<SocketAddr>,
+    pub proxy_metrics: Arc<elb_ws_proxy::metrics::Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Sends the shutdown signal (as SIGTERM would).
+    pub fn signal(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Signals and waits for `serve` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        self.signal();
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(40), task)
+            .await
+            .expect("proxy did not stop")
+            .unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// The configuration every test starts from: listeners on port 0, pointing at `app`.
+pub fn config_for(app: SocketAddr) -> Config {
+    let mut c = Config::new(0, 0, &app.ip().to_string(), app.port());
+    c.listen_address = "127.0.0.1".parse().unwrap();
+    c
+}
+
+pub async fn start_proxy(config: Config) -> Running {
+    let proxy = Proxy::bind(config).await.expect("proxy binds");
+    let (plain, tls, metrics) = (proxy.plain_addr(), proxy.tls_addr(), proxy.metrics_addr());
+    let proxy_metrics = proxy.metrics();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(proxy.serve(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        plain,
+        tls,
+        metrics,
+        proxy_metrics,
+        stop: Some(stop),
+        task: Some(task),
+    }
+}
+
+pub fn v1(client: &str, port: u16) -> Vec<u8> {
+    format!("PROXY TCP4 {client} 10.0.0.1 40000 {port}\r\n").into_bytes()
+}
+
+/// A v2 `PROXY` header for an IPv4 client, with an AWS-style TLV.
+pub fn v2(client: [u8; 4], client_port: u16, dest_port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21);
+    h.push(0x11);
+    let tlv = [0xEA, 0x00, 0x05, 0x01, b'v', b'p', b'c', b'e'];
+    h.extend_from_slice(&((12 + tlv.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&client);
+    h.extend_from_slice(&[10, 0, 0, 1]);
+    h.extend_from_slice(&client_port.to_be_bytes());
+    h.extend_from_slice(&dest_port.to_be_bytes());
+    h.extend_from_slice(&tlv);
+    h
+}
+
+pub const V2_LOCAL: &[u8] = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+
+/// Writes `bytes` in one go and reads until the peer closes (or `WAIT` passes).
+pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    read_all(&mut s).await
+}
+
+pub async fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = within("reading until close", s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A request with `Connection: close`, so the proxy closes after answering.
+pub fn get(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n{extra}\r\n")
+        .into_bytes()
+}
+
+/// Header `name` (lower-case) as the echo app reported it.
+pub fn echoed<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    body.lines()
+        .filter_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+        .collect()
+}
+
+pub fn status(response: &str) -> u16 {
+    response
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A hyper client connection over a socket that has already sent `header`.
+pub async fn client_with_header(
+    addr: SocketAddr,
+    header: &[u8],
+) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(header).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+pub fn request(path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(path)
+        .header("host", "example.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// The app's answer body as text.
+pub async fn text(resp: Response<Incoming>) -> String {
+    let body = within("body", resp.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Parses the echo body into a header map (last value wins).
+pub fn echo_headers(body: &str) -> HashMap<String, String> {
+    body.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Opens a WebSocket through the proxy, PROXY header first.
+pub async fn websocket(addr: SocketAddr, header: &[u8], path: &str) -> WebSocketStream<TcpStream> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(header).await.unwrap();
+    let url = format!("ws://example.com{path}");
+    let (ws, resp) = within(
+        "websocket handshake",
+        tokio_tungstenite::client_async(url, s),
+    )
+    .await
+    .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws
+}
