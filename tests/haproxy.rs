@@ -1,0 +1,140 @@
+//! End to end with a real load balancer in front: HAProxy in TCP mode with `send-proxy` and
+//! `send-proxy-v2`, as a Classic ELB and an NLB do. Clients connect from 127.0.0.2, so the
+//! address the app sees can only have come from the PROXY header (the proxy's peer is HAProxy
+//! on 127.0.0.1). curl is used as an outside HTTP client.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use common::*;
+
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts HAProxy in TCP mode in front of `backend`, sending `send_proxy` (`send-proxy` or `send-proxy-v2`).
+async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("elb-ws-proxy-haproxy-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = format!(
+        "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend elb\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
+         backend instances\n  server proxy {backend} {send_proxy}\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, cfg).unwrap();
+    let child = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("haproxy must be installed for this test (apt-get install haproxy; .ci/run does it)");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    within("haproxy listening", async {
+        while TcpStream::connect(addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    Haproxy { child, addr, _dir: TempDir(dir) }
+}
+
+async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+async fn through_balancer(send_proxy: &str) {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let elb = haproxy(proxy.tls, send_proxy).await;
+
+    let mut s = connect_from("127.0.0.2", elb.addr).await;
+    s.write_all(&get("/through-elb", "")).await.unwrap();
+    let resp = read_all(&mut s).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert_eq!(echoed(&resp, "x-forwarded-for"), ["127.0.0.2"], "{resp}");
+    assert_eq!(echoed(&resp, "x-forwarded-port"), [elb.addr.port().to_string().as_str()]);
+    assert!(resp.contains(&format!("peer: {}", "127.0.0.1")), "the app's peer is the proxy");
+
+    let s = connect_from("127.0.0.2", elb.addr).await;
+    let (mut ws, _) = within("ws handshake", tokio_tungstenite::client_async("ws://example.com/ws", s)).await.unwrap();
+    let hello = within("hello", ws.next()).await.unwrap().unwrap();
+    assert_eq!(hello.into_text().unwrap().as_str(), "x-forwarded-for: 127.0.0.2");
+    ws.send(Message::text("through the balancer")).await.unwrap();
+    let back = within("echo", ws.next()).await.unwrap().unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "through the balancer");
+    ws.close(None).await.unwrap();
+
+    // curl, an outside client, through the same chain.
+    let url = format!("http://{}/curl?q=1", elb.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl").args(["-sS", "--max-time", "10", "--interface", "127.0.0.3", &url]).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl must be installed");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(body.starts_with("GET /curl?q=1\n"), "{body}");
+    assert!(body.contains("x-forwarded-for: 127.0.0.3\n"), "{body}");
+    assert!(body.contains("user-agent: curl/"), "{body}");
+}
+
+#[tokio::test]
+async fn haproxy_send_proxy_v1() {
+    through_balancer("send-proxy").await;
+}
+
+#[tokio::test]
+async fn haproxy_send_proxy_v2() {
+    through_balancer("send-proxy-v2").await;
+}
+
+#[tokio::test]
+async fn haproxy_in_front_of_the_plain_port_redirects() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let elb = haproxy(proxy.plain, "send-proxy").await;
+    let url = format!("http://{}/some/path?x=1", elb.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: Shop.Example.com:80", &url]).output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "301 https://shop.example.com/some/path?x=1");
+}
