@@ -38,13 +38,20 @@ impl Drop for TempDir {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts HAProxy in TCP mode in front of `backend`, sending `send_proxy` (`send-proxy` or `send-proxy-v2`).
 async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("elb-ws-proxy-haproxy-{}-{port}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "elb-ws-proxy-haproxy-{}-{port}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = format!(
         "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
@@ -60,7 +67,9 @@ async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("haproxy must be installed for this test (apt-get install haproxy; .ci/run does it)");
+        .expect(
+            "haproxy must be installed for this test (apt-get install haproxy; .ci/run does it)",
+        );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     within("haproxy listening", async {
         while TcpStream::connect(addr).await.is_err() {
@@ -68,7 +77,11 @@ async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
         }
     })
     .await;
-    Haproxy { child, addr, _dir: TempDir(dir) }
+    Haproxy {
+        child,
+        addr,
+        _dir: TempDir(dir),
+    }
 }
 
 async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
@@ -87,14 +100,30 @@ async fn through_balancer(send_proxy: &str) {
     let resp = read_all(&mut s).await;
     assert_eq!(status(&resp), 200, "{resp}");
     assert_eq!(echoed(&resp, "x-forwarded-for"), ["127.0.0.2"], "{resp}");
-    assert_eq!(echoed(&resp, "x-forwarded-port"), [elb.addr.port().to_string().as_str()]);
-    assert!(resp.contains(&format!("peer: {}", "127.0.0.1")), "the app's peer is the proxy");
+    assert_eq!(
+        echoed(&resp, "x-forwarded-port"),
+        [elb.addr.port().to_string().as_str()]
+    );
+    assert!(
+        resp.contains(&format!("peer: {}", "127.0.0.1")),
+        "the app's peer is the proxy"
+    );
 
     let s = connect_from("127.0.0.2", elb.addr).await;
-    let (mut ws, _) = within("ws handshake", tokio_tungstenite::client_async("ws://example.com/ws", s)).await.unwrap();
+    let (mut ws, _) = within(
+        "ws handshake",
+        tokio_tungstenite::client_async("ws://example.com/ws", s),
+    )
+    .await
+    .unwrap();
     let hello = within("hello", ws.next()).await.unwrap().unwrap();
-    assert_eq!(hello.into_text().unwrap().as_str(), "x-forwarded-for: 127.0.0.2");
-    ws.send(Message::text("through the balancer")).await.unwrap();
+    assert_eq!(
+        hello.into_text().unwrap().as_str(),
+        "x-forwarded-for: 127.0.0.2"
+    );
+    ws.send(Message::text("through the balancer"))
+        .await
+        .unwrap();
     let back = within("echo", ws.next()).await.unwrap().unwrap();
     assert_eq!(back.into_text().unwrap().as_str(), "through the balancer");
     ws.close(None).await.unwrap();
@@ -102,13 +131,19 @@ async fn through_balancer(send_proxy: &str) {
     // curl, an outside client, through the same chain.
     let url = format!("http://{}/curl?q=1", elb.addr);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl").args(["-sS", "--max-time", "10", "--interface", "127.0.0.3", &url]).output()
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--interface", "127.0.0.3", &url])
+            .output()
     })
     .await
     .unwrap()
     .expect("curl must be installed");
     let body = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(body.starts_with("GET /curl?q=1\n"), "{body}");
     assert!(body.contains("x-forwarded-for: 127.0.0.3\n"), "{body}");
     assert!(body.contains("user-agent: curl/"), "{body}");
@@ -131,10 +166,24 @@ async fn haproxy_in_front_of_the_plain_port_redirects() {
     let elb = haproxy(proxy.plain, "send-proxy").await;
     let url = format!("http://{}/some/path?x=1", elb.addr);
     let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl").args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}", "-H", "Host: Shop.Example.com:80", &url]).output()
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-H",
+                "Host: Shop.Example.com:80",
+                &url,
+            ])
+            .output()
     })
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "301 https://shop.example.com/some/path?x=1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "301 https://shop.example.com/some/path?x=1"
+    );
 }
