@@ -198,12 +198,17 @@ impl fmt::Display for Refusal {
 }
 
 /// Reads the PROXY header according to the configured mode, within `PROXY_HEADER_TIMEOUT`.
+///
+/// A peer outside `TRUSTED_PROXIES` may not claim an address. Loopback peers are the one
+/// exception for headers that claim none (v2 `LOCAL`, v1 `UNKNOWN`): that is what
+/// `elb-ws-proxy healthcheck` sends from inside the container, in every mode.
 pub async fn read_origin(
     stream: &mut TcpStream,
     peer: SocketAddr,
     config: &Config,
 ) -> Result<Origin, Refusal> {
     let trusted = config.is_trusted(peer.ip());
+    let local_probe_allowed = trusted || peer.ip().is_loopback();
     let plain = |leftover: Bytes| Origin {
         client: peer,
         destination_port: None,
@@ -212,13 +217,16 @@ pub async fn read_origin(
     };
     match config.proxy_protocol {
         ProxyProtocol::Off => return Ok(plain(Bytes::new())),
-        ProxyProtocol::Required if !trusted => return Err(Refusal::Untrusted),
+        ProxyProtocol::Required if !local_probe_allowed => return Err(Refusal::Untrusted),
         _ => {}
     }
     let read = tokio::time::timeout(config.proxy_header_timeout, read_sniffed(stream));
     let (sniffed, buf) = read.await.map_err(|_| Refusal::Timeout)??;
     match sniffed {
-        Sniff::Header { .. } if !trusted => Err(Refusal::Untrusted),
+        Sniff::Header {
+            source: Some(_), ..
+        } if !trusted => Err(Refusal::Untrusted),
+        Sniff::Header { source: None, .. } if !local_probe_allowed => Err(Refusal::Untrusted),
         Sniff::Header {
             len,
             source,

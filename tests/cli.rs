@@ -9,30 +9,57 @@ use elb_ws_proxy::config::SETTINGS;
 const BIN: &str = env!("CARGO_BIN_EXE_elb-ws-proxy");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).env_clear().envs(env.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
-const SEED: &[(&str, &str)] =
-    &[("LISTEN_ON", "81"), ("LISTEN_ON_TLS", "444"), ("DESTINATION_HOSTNAME", "backend"), ("DESTINATION_PORT", "8080")];
+const SEED: &[(&str, &str)] = &[
+    ("LISTEN_ON", "81"),
+    ("LISTEN_ON_TLS", "444"),
+    ("DESTINATION_HOSTNAME", "backend"),
+    ("DESTINATION_PORT", "8080"),
+];
 
 #[test]
 fn help_lists_every_setting_with_its_default() {
     let (code, out, _) = run(&["--help"], &[]);
     assert_eq!(code, 0);
     for s in SETTINGS {
-        let line = out.lines().find(|l| l.trim_start().starts_with(s.name)).unwrap_or_else(|| panic!("{} missing", s.name));
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(s.name))
+            .unwrap_or_else(|| panic!("{} missing", s.name));
         assert!(line.contains(s.default), "{line}");
     }
     let (code, out, _) = run(&["--version"], &[]);
-    assert_eq!((code, out.trim()), (0, format!("elb-ws-proxy {}", env!("CARGO_PKG_VERSION")).as_str()));
+    assert_eq!(
+        (code, out.trim()),
+        (
+            0,
+            format!("elb-ws-proxy {}", env!("CARGO_PKG_VERSION")).as_str()
+        )
+    );
 }
 
 #[test]
 fn readme_table_documents_every_setting() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for s in SETTINGS {
-        assert!(readme.contains(&format!("| `{}` |", s.name)), "README's table lacks {}", s.name);
+        assert!(
+            readme.contains(&format!("| `{}` |", s.name)),
+            "README's table lacks {}",
+            s.name
+        );
     }
 }
 
@@ -48,7 +75,10 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
     bad.push(("SHUTDOWN_TIMEOUT", "soon"));
     let (code, _, err) = run(&[], &bad);
     assert_eq!(code, 2, "start-up stops before binding anything");
-    assert!(err.contains("SHUTDOWN_TIMEOUT=\"soon\" is invalid: expected a duration"), "{err}");
+    assert!(
+        err.contains("SHUTDOWN_TIMEOUT=\"soon\" is invalid: expected a duration"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1);
     let (code, _, err) = run(&["frobnicate"], SEED);
     assert_eq!(code, 2);
@@ -56,7 +86,11 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -73,7 +107,12 @@ fn healthcheck_exit_codes_and_sigterm_exit_zero() {
     let (code, _, err) = run(&["healthcheck"], &env);
     assert_eq!(code, 1, "nothing listening yet: {err}");
     assert!(err.contains("cannot connect"), "{err}");
-    let mut child = Command::new(BIN).env_clear().envs(env).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .envs(env)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     // Up even though the app's name does not resolve, and healthy in required mode with only
     // a VPC range trusted: the probe's LOCAL header from loopback is accepted.
@@ -86,7 +125,11 @@ fn healthcheck_exit_codes_and_sigterm_exit_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -98,5 +141,8 @@ fn healthcheck_exit_codes_and_sigterm_exit_zero() {
     assert_eq!(status.code(), Some(0));
     let mut logs = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut logs).unwrap();
-    assert!(logs.contains("SIGTERM received") && logs.contains("shutdown complete"), "{logs}");
+    assert!(
+        logs.contains("SIGTERM received") && logs.contains("shutdown complete"),
+        "{logs}"
+    );
 }
