@@ -6,13 +6,17 @@
 
 use std::error::Error as StdError;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -23,7 +27,48 @@ use crate::config::Config;
 use crate::connection::ConnCtx;
 use crate::metrics::Metrics;
 
-type RequestBody = Limited<Incoming>;
+/// The client's body on its way to the app: its first frame was read before the request was
+/// sent, so a body malformed from its first byte is answered `400` without reaching the app.
+pub struct RequestBody {
+    first: Option<Frame<Bytes>>,
+    rest: Limited<Incoming>,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let first = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        // Upper first: `set_lower` asserts it does not exceed the current upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint.set_lower(rest.lower().saturating_add(first));
+        hint
+    }
+}
 
 /// The app behind the proxy and the pooled client that reaches it.
 pub struct Upstream {
@@ -33,6 +78,7 @@ pub struct Upstream {
     port: u16,
     connect_timeout: Duration,
     response_timeout: Duration,
+    body_timeout: Duration,
     max_body: Option<u64>,
 }
 
@@ -82,6 +128,7 @@ impl Upstream {
             port: config.destination_port,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            body_timeout: config.request_header_timeout,
             max_body: config.max_body_bytes,
         })
     }
@@ -113,16 +160,32 @@ impl Upstream {
             Ok(u) => u,
             Err(_) => return body::text(StatusCode::BAD_REQUEST, "unsupported request target\n"),
         };
-        let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+        let mut rest = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+        let first = if rest.is_end_stream() {
+            None
+        } else {
+            match tokio::time::timeout(self.body_timeout, rest.frame()).await {
+                Err(_) => {
+                    tracing::warn!(client = %ctx.client, "request body did not start within REQUEST_HEADER_TIMEOUT");
+                    return body::text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request body did not arrive in time\n",
+                    );
+                }
+                Ok(None) => None,
+                Ok(Some(Ok(frame))) => Some(frame),
+                Ok(Some(Err(e))) => return self.bad_body(ctx, limit, &*e),
+            }
+        };
+        let body = RequestBody { first, rest };
         let sent = tokio::time::timeout(
             self.response_timeout,
             self.client.request(Request::from_parts(parts, body)),
         );
         match sent.await {
             Ok(Ok(resp)) => finish_response(resp),
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) => {
-                tracing::warn!(client = %ctx.client, limit, "request body larger than MAX_BODY_BYTES");
-                body::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
+            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) || client_body_failed(&e) => {
+                self.bad_body(ctx, limit, &e)
             }
             Ok(Err(e)) => {
                 let kind = if e.is_connect() {
@@ -139,6 +202,22 @@ impl Upstream {
                 &"no response headers within RESPONSE_TIMEOUT",
             ),
         }
+    }
+
+    /// The answer when the client's own body is too large (`413`) or malformed (`400`).
+    fn bad_body(&self, ctx: &ConnCtx, limit: u64, e: &(dyn StdError + 'static)) -> Response<Body> {
+        if caused_by::<LengthLimitError>(e) {
+            tracing::warn!(client = %ctx.client, limit, "request body larger than MAX_BODY_BYTES");
+            let mut resp = body::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        tracing::warn!(client = %ctx.client, error = %ErrorChain(e), "malformed request body");
+        let mut resp = body::text(StatusCode::BAD_REQUEST, "malformed request body\n");
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
     }
 
     /// Logs an upstream failure and returns the answer the client gets for it.
@@ -215,6 +294,21 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Whether sending failed because the client's body stream failed (not the app).
+fn client_body_failed(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_user)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn caused_by<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {

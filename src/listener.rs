@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::io::unix::AsyncFd;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Port};
@@ -26,7 +27,17 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Registers a listener with the reactor for readiness only; accepting stays ours.
+fn watch(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpListener>> {
+    // SAFETY: the AsyncFd owns the listener, so its descriptor stays open and unchanged for as
+    // long as the AsyncFd lives.
+    unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)
+}
+
 /// Accepts until the drain stops it; each connection runs in its own task on `tracker`.
+///
+/// The order is: wait until a connection is queued, take a slot, accept. Taking the slot
+/// first would let an idle listener sit on one while the other listener's clients wait.
 pub async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
@@ -34,7 +45,24 @@ pub async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let stop = shared.drain.stop_accepting.clone();
+    let listener = match listener.into_std().and_then(watch) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, listener = ?port, "cannot watch the listener; it will not accept");
+            return;
+        }
+    };
     loop {
+        let mut ready = tokio::select! {
+            ready = listener.readable() => match ready {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, listener = ?port, "listener failed");
+                    return;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
         let permit = tokio::select! {
             permit = shared.limiter.clone().acquire_owned() => match permit {
                 Ok(p) => p,
@@ -42,9 +70,13 @@ pub async fn accept_loop(
             },
             _ = stop.cancelled() => return,
         };
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.cancelled() => return,
+        let accepted = match ready.try_io(|l| l.get_ref().accept()) {
+            Ok(accepted) => accepted.and_then(|(s, peer)| {
+                s.set_nonblocking(true)?;
+                Ok((TcpStream::from_std(s)?, peer))
+            }),
+            // Another wake-up took it, or the client gave up: wait again.
+            Err(_would_block) => continue,
         };
         match accepted {
             Ok((stream, peer)) => {

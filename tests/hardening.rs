@@ -1,0 +1,458 @@
+//! Settings and bad input: every limit and timeout, spoofing, ambiguous framing, a failing
+//! app, floods. Each case gets a defined answer and the proxy keeps serving everyone else.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+use elb_ws_proxy::config::ProxyProtocol;
+
+use common::*;
+
+async fn still_serving(tls: std::net::SocketAddr) {
+    let resp = exchange(tls, &[v1("192.0.2.99", 443), get("/", "")].concat()).await;
+    assert_eq!(status(&resp), 200, "the proxy still serves others: {resp}");
+}
+
+#[tokio::test]
+async fn proxy_protocol_optional_and_off() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.proxy_protocol = ProxyProtocol::Optional;
+    let proxy = start_proxy(config.clone()).await;
+    let without = exchange(proxy.tls, &get("/", "")).await;
+    assert_eq!(
+        echoed(&without, "x-forwarded-for"),
+        ["127.0.0.1"],
+        "{without}"
+    );
+    let with = exchange(proxy.tls, &[v1("203.0.113.1", 443), get("/", "")].concat()).await;
+    assert_eq!(echoed(&with, "x-forwarded-for"), ["203.0.113.1"]);
+
+    config.proxy_protocol = ProxyProtocol::Off;
+    let proxy = start_proxy(config).await;
+    let plain = exchange(proxy.tls, &get("/", "")).await;
+    assert_eq!(echoed(&plain, "x-forwarded-for"), ["127.0.0.1"]);
+    // With headers off, a header is just a malformed request line.
+    let header = exchange(proxy.tls, &[v1("203.0.113.1", 443), get("/", "")].concat()).await;
+    assert_eq!(status(&header), 400, "{header}");
+}
+
+#[tokio::test]
+async fn untrusted_peers_cannot_claim_an_address() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+    let proxy = start_proxy(config.clone()).await;
+    assert_eq!(
+        exchange(proxy.tls, &[v1("203.0.113.2", 443), get("/", "")].concat()).await,
+        ""
+    );
+    assert_eq!(
+        exchange(
+            proxy.tls,
+            &[v2([203, 0, 113, 2], 1, 443), get("/", "")].concat()
+        )
+        .await,
+        ""
+    );
+    config.proxy_protocol = ProxyProtocol::Optional;
+    let optional = start_proxy(config.clone()).await;
+    assert_eq!(
+        exchange(
+            optional.tls,
+            &[v1("203.0.113.2", 443), get("/", "")].concat()
+        )
+        .await,
+        ""
+    );
+    let bare = exchange(optional.tls, &get("/", "")).await;
+    assert_eq!(
+        echoed(&bare, "x-forwarded-for"),
+        ["127.0.0.1"],
+        "no header: the socket's own address"
+    );
+    assert_eq!(app.connections.load(Ordering::SeqCst), 1);
+    config.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+    let trusted = start_proxy(config).await;
+    let ok = exchange(
+        trusted.tls,
+        &[v1("203.0.113.2", 443), get("/", "")].concat(),
+    )
+    .await;
+    assert_eq!(echoed(&ok, "x-forwarded-for"), ["203.0.113.2"]);
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_but_idle_keepalive_is_not() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.request_header_timeout = Duration::from_millis(300);
+    config.keepalive_timeout = Duration::from_millis(1500);
+    let proxy = start_proxy(config).await;
+
+    // Slow-loris: a request head that never finishes is closed at REQUEST_HEADER_TIMEOUT.
+    let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+    s.write_all(&v1("192.0.2.20", 443)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let started = Instant::now();
+    let rest = read_all(&mut s).await;
+    assert!(rest.is_empty() || status(&rest) == 408, "{rest}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1400),
+        "{took:?}"
+    );
+
+    // An idle keep-alive connection outlives REQUEST_HEADER_TIMEOUT (the ELB reuses it) ...
+    let mut sender = client_with_header(proxy.tls, &v1("192.0.2.21", 443)).await;
+    let resp = sender.send_request(request("/one")).await.unwrap();
+    text(resp).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let resp = within("second request", sender.send_request(request("/two")))
+        .await
+        .expect("still open");
+    assert!(text(resp).await.starts_with("GET /two"));
+    // ... and is closed at KEEPALIVE_TIMEOUT.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(
+        sender.send_request(request("/three")).await.is_err(),
+        "closed after KEEPALIVE_TIMEOUT"
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_gives_502() {
+    // A listener that never accepts, with its queue filled: further SYNs go unanswered.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(0).unwrap();
+    let addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut config = config_for(addr);
+    config.connect_timeout = Duration::from_millis(300);
+    let proxy = start_proxy(config).await;
+    let started = Instant::now();
+    let resp = exchange(proxy.tls, &[v1("192.0.2.22", 443), get("/", "")].concat()).await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(proxy
+        .proxy_metrics
+        .render()
+        .contains("elb_ws_proxy_upstream_errors_total{kind=\"connect\"} 1"));
+    drop(full);
+}
+
+#[tokio::test]
+async fn websocket_idle_timeout_closes_only_idle_tunnels() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.websocket_idle_timeout = Some(Duration::from_millis(400));
+    let proxy = start_proxy(config).await;
+    let mut idle = websocket(proxy.tls, &v1("192.0.2.23", 443), "/ws").await;
+    let mut busy = websocket(proxy.tls, &v1("192.0.2.24", 443), "/ws").await;
+    within("hello", idle.next()).await.unwrap().unwrap();
+    within("hello", busy.next()).await.unwrap().unwrap();
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        busy.send(Message::text(format!("{i}"))).await.unwrap();
+        within("echo", busy.next()).await.unwrap().unwrap();
+    }
+    let end = within("idle closed", idle.next()).await;
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_instead_of_failing() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.max_connections = 2;
+    let proxy = start_proxy(config).await;
+    let mut a = client_with_header(proxy.tls, &v1("192.0.2.25", 443)).await;
+    let _b = client_with_header(proxy.tls, &v1("192.0.2.26", 443)).await;
+    text(a.send_request(request("/")).await.unwrap()).await;
+    let (tls, third_req) = (proxy.tls, [v1("192.0.2.27", 443), get("/", "")].concat());
+    let third = tokio::spawn(async move { exchange(tls, &third_req).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !third.is_finished(),
+        "the third connection waits while two are open"
+    );
+    drop(a);
+    let resp = within("third served", third).await.unwrap();
+    assert_eq!(status(&resp), 200, "{resp}");
+}
+
+#[tokio::test]
+async fn header_and_body_limits() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.max_header_bytes = 16 * 1024;
+    config.max_body_bytes = Some(1000);
+    let proxy = start_proxy(config).await;
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
+    let resp = exchange(
+        proxy.tls,
+        &[v1("192.0.2.28", 443), get("/", &big_header)].concat(),
+    )
+    .await;
+    assert_eq!(status(&resp), 431, "{resp}");
+    let post = |body: &str, framing: &str| {
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nConnection: close\r\n{framing}\r\n{body}")
+            .into_bytes()
+    };
+    let resp = exchange(
+        proxy.tls,
+        &[
+            v1("192.0.2.28", 443),
+            post(&"b".repeat(2000), "Content-Length: 2000\r\n"),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(status(&resp), 413, "{resp}");
+    let chunked = format!(
+        "3e8\r\n{}\r\n3e8\r\n{}\r\n0\r\n\r\n",
+        "c".repeat(1000),
+        "c".repeat(1000)
+    );
+    let resp = exchange(
+        proxy.tls,
+        &[
+            v1("192.0.2.28", 443),
+            post(&chunked, "Transfer-Encoding: chunked\r\n"),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(status(&resp), 413, "{resp}");
+    let small = exchange(
+        proxy.tls,
+        &[
+            v1("192.0.2.28", 443),
+            post(&"d".repeat(900), "Content-Length: 900\r\n"),
+        ]
+        .concat(),
+    )
+    .await;
+    assert!(small.ends_with("received 900"), "{small}");
+}
+
+#[tokio::test]
+async fn ambiguous_framing_never_reaches_the_app() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let h = v1("192.0.2.29", 443);
+    for bad in [
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+        "POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    ] {
+        let resp = exchange(proxy.tls, &[h.clone(), bad.as_bytes().to_vec()].concat()).await;
+        assert_eq!(status(&resp), 400, "{bad:?} -> {resp}");
+    }
+    assert_eq!(
+        app.connections.load(Ordering::SeqCst),
+        0,
+        "nothing reached the app"
+    );
+    // Content-Length with Transfer-Encoding: the app never sees both (RFC 9112 §6.3).
+    let both = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let resp = exchange(proxy.tls, &[h, both.as_bytes().to_vec()].concat()).await;
+    if status(&resp) == 200 {
+        assert!(
+            echoed(&resp, "content-length").is_empty()
+                || echoed(&resp, "transfer-encoding").is_empty(),
+            "{resp}"
+        );
+        assert_eq!(echoed(&resp, "body-length"), ["5"], "{resp}");
+    } else {
+        assert_eq!(status(&resp), 400, "{resp}");
+    }
+}
+
+/// A hand-written app that misbehaves after reading a request.
+async fn broken_app(mode: &'static str) -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                match mode {
+                    "truncate" => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten!!")
+                            .await;
+                    }
+                    "reset" => {
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                    }
+                    _ => {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .await;
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_app_that_dies_mid_response_closes_the_client_promptly() {
+    let addr = broken_app("truncate").await;
+    let proxy = start_proxy(config_for(addr)).await;
+    let started = Instant::now();
+    let resp = exchange(proxy.tls, &[v1("192.0.2.30", 443), get("/", "")].concat()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200") && !resp.contains(&"x".repeat(100)),
+        "{resp}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed promptly"
+    );
+    let resp = exchange(proxy.tls, &[v1("192.0.2.30", 443), get("/", "")].concat()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "next request gets a fresh connection: {resp}"
+    );
+
+    let reset = broken_app("reset").await;
+    let proxy = start_proxy(config_for(reset)).await;
+    let resp = exchange(proxy.tls, &[v1("192.0.2.31", 443), get("/", "")].concat()).await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert!(proxy
+        .proxy_metrics
+        .render()
+        .contains("elb_ws_proxy_upstream_errors_total{kind=\"reset\"} 1"));
+}
+
+#[tokio::test]
+async fn an_app_dying_under_a_websocket_closes_the_client() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let mut ws = websocket(proxy.tls, &v1("192.0.2.32", 443), "/ws").await;
+    within("hello", ws.next()).await.unwrap().unwrap();
+    drop(app); // aborts the app's accept loop; the tunnel's app side is its own task ...
+    ws.send(Message::Close(None)).await.unwrap();
+    // ... which ends on the close frame; the proxy passes the close on and the client sees the end.
+    let end = within("end", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    });
+    end.await;
+}
+
+#[tokio::test]
+async fn floods_of_garbage_and_half_open_sockets_leave_others_served() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.proxy_header_timeout = Duration::from_millis(500);
+    let proxy = start_proxy(config).await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(proxy.tls).await.unwrap());
+    }
+    let garbage: Vec<_> = (0..300u32)
+        .map(|i| {
+            let tls = proxy.tls;
+            tokio::spawn(async move {
+                let junk: Vec<u8> = (0..200u32).map(|j| (i * 31 + j * 7) as u8).collect();
+                exchange(tls, &junk).await
+            })
+        })
+        .collect();
+    still_serving(proxy.tls).await;
+    for g in garbage {
+        let out = within("garbage closed", g).await.unwrap();
+        assert!(out.is_empty() || status(&out) == 400, "{out}");
+    }
+    // Half-open sockets are closed at PROXY_HEADER_TIMEOUT.
+    let mut buf = [0u8; 1];
+    for s in idle.iter_mut() {
+        assert_eq!(
+            within("idle closed", s.read(&mut buf)).await.unwrap_or(0),
+            0
+        );
+    }
+    still_serving(proxy.tls).await;
+    let m = proxy.proxy_metrics.render();
+    assert!(
+        m.contains("elb_ws_proxy_connections_refused_total{reason=\"proxy_header_timeout\"} 200"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn clients_that_never_read_do_not_stop_others() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let mut stuck = Vec::new();
+    for i in 0..20 {
+        let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+        s.write_all(
+            &[
+                v1(&format!("192.0.2.{}", 100 + i), 443),
+                get("/big?67108864", ""),
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap();
+        stuck.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    still_serving(proxy.tls).await;
+}
+
+#[tokio::test]
+async fn shutdown_delay_fails_health_checks_first_and_keeps_serving() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.shutdown_delay = Duration::from_millis(1500);
+    let mut proxy = start_proxy(config).await;
+    let tls = proxy.tls;
+    let slow_req = [v1("192.0.2.40", 443), get("/slow", "")].concat();
+    let slow = tokio::spawn(async move { exchange(tls, &slow_req).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    proxy.signal();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ping = exchange(tls, &[v1("192.0.2.41", 443), get("/ping", "")].concat()).await;
+    assert_eq!(status(&ping), 503, "{ping}");
+    still_serving(tls).await;
+    let resp = within("in-flight", slow).await.unwrap();
+    assert_eq!(status(&resp), 200);
+    within("exit", proxy.stop()).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "served through the delay"
+    );
+}
