@@ -39,7 +39,9 @@ async fn churn(tls: std::net::SocketAddr, batches: usize) {
             let mut c = client_with_header(tls, &v1(&format!("198.51.100.{}", i % 250), 443)).await;
             for _ in 0..2 {
                 within("ready", c.ready()).await.unwrap();
-                let resp = within("request", c.send_request(request("/"))).await.unwrap();
+                let resp = within("request", c.send_request(request("/")))
+                    .await
+                    .unwrap();
                 assert_eq!(resp.status(), 200);
                 text(resp).await;
             }
@@ -54,7 +56,11 @@ async fn churn(tls: std::net::SocketAddr, batches: usize) {
 /// for the peers' sockets to go.
 async fn quiesce(proxy: &Running) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy.proxy_metrics.render().contains("elb_ws_proxy_connections_open 0\n") {
+    while !proxy
+        .proxy_metrics
+        .render()
+        .contains("elb_ws_proxy_connections_open 0\n")
+    {
         assert!(Instant::now() < deadline, "connections never closed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -78,13 +84,22 @@ async fn thousands_of_connections_leave_nothing_behind() {
 
     quiesce(&proxy).await;
     let fds_after = open_fds();
-    assert!(fds_after <= fds_before + 4, "descriptors: {fds_before} before, {fds_after} after");
+    assert!(
+        fds_after <= fds_before + 4,
+        "descriptors: {fds_before} before, {fds_after} after"
+    );
     let rss_after = rss_kib();
     let growth = rss_after.saturating_sub(rss_before);
-    assert!(growth < 8 * 1024, "resident memory grew by {growth} KiB ({rss_before} → {rss_after})");
+    assert!(
+        growth < 8 * 1024,
+        "resident memory grew by {growth} KiB ({rss_before} → {rss_after})"
+    );
     let m = proxy.proxy_metrics.render();
     assert!(m.contains("elb_ws_proxy_connections_open 0"), "{m}");
     assert!(m.contains("elb_ws_proxy_websocket_tunnels_open 0"), "{m}");
-    assert!(m.contains("elb_ws_proxy_websocket_tunnels_total 1400"), "{m}");
+    assert!(
+        m.contains("elb_ws_proxy_websocket_tunnels_total 1400"),
+        "{m}"
+    );
     eprintln!("churn: fds {fds_before} → {fds_after}, rss {rss_before} KiB → {rss_after} KiB");
 }

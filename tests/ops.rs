@@ -1,0 +1,260 @@
+//! What operators rely on: Prometheus metrics that move, JSON logs that parse line by line,
+//! and compose files that say what the README says.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use yaml_rust2::{Yaml, YamlLoader};
+
+use common::*;
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_endpoint_counts_what_happened() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = start_proxy(config).await;
+    let metrics_addr = proxy.metrics.unwrap();
+    let scrape = || async move {
+        exchange(
+            metrics_addr,
+            b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+        )
+        .await
+    };
+    let before = scrape().await;
+    assert_eq!(status(&before), 200, "{before}");
+    assert_eq!(
+        metric(&before, "elb_ws_proxy_requests_total{class=\"2xx\"}"),
+        0.0
+    );
+
+    for _ in 0..3 {
+        exchange(proxy.tls, &[v1("192.0.2.50", 443), get("/", "")].concat()).await;
+    }
+    exchange(proxy.plain, &[v1("192.0.2.50", 80), get("/", "")].concat()).await;
+    exchange(proxy.tls, b"garbage\r\n\r\n").await;
+    let mut ws = websocket(proxy.tls, &v1("192.0.2.51", 443), "/ws").await;
+    within("hello", ws.next()).await.unwrap().unwrap();
+    ws.send(Message::text("x".repeat(1000))).await.unwrap();
+    within("echo", ws.next()).await.unwrap().unwrap();
+    let during = scrape().await;
+    assert_eq!(metric(&during, "elb_ws_proxy_websocket_tunnels_open"), 1.0);
+    drop(ws);
+
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let m = scrape().await;
+        if metric(&m, "elb_ws_proxy_websocket_tunnels_open") == 0.0 || Instant::now() > deadline {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        metric(&after, "elb_ws_proxy_requests_total{class=\"2xx\"}"),
+        3.0
+    );
+    assert_eq!(
+        metric(&after, "elb_ws_proxy_requests_total{class=\"3xx\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "elb_ws_proxy_requests_total{class=\"1xx\"}"),
+        1.0,
+        "the 101"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "elb_ws_proxy_connections_accepted_total{listener=\"tls\"}"
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "elb_ws_proxy_connections_accepted_total{listener=\"plain\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "elb_ws_proxy_connections_refused_total{reason=\"proxy_header_missing\"}"
+        ),
+        1.0
+    );
+    assert_eq!(metric(&after, "elb_ws_proxy_websocket_tunnels_total"), 1.0);
+    assert!(
+        metric(
+            &after,
+            "elb_ws_proxy_client_bytes_total{direction=\"from_client\"}"
+        ) > 1000.0
+    );
+    assert!(
+        metric(
+            &after,
+            "elb_ws_proxy_client_bytes_total{direction=\"to_client\"}"
+        ) > 1000.0
+    );
+    assert_eq!(
+        metric(&after, "elb_ws_proxy_request_duration_seconds_count"),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "elb_ws_proxy_upstream_errors_total{kind=\"connect\"}"
+        ),
+        0.0
+    );
+    let other = exchange(
+        metrics_addr,
+        b"GET / HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&other), 404);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let app = start_app().await;
+    let (plain, tls) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_elb-ws-proxy"))
+        .env_clear()
+        .envs([
+            ("LISTEN_ON", plain.to_string()),
+            ("LISTEN_ON_TLS", tls.to_string()),
+            ("DESTINATION_HOSTNAME", "127.0.0.1".into()),
+            ("DESTINATION_PORT", app.addr.port().to_string()),
+            ("LISTEN_ADDRESS", "127.0.0.1".into()),
+            ("LOG_FORMAT", "json".into()),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
+    within("listening", async {
+        while tokio::net::TcpStream::connect(tls_addr).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let resp = exchange(
+        tls_addr,
+        &[v1("192.0.2.60", 443), get("/logged", "")].concat(),
+    )
+    .await;
+    assert_eq!(status(&resp), 200);
+    exchange(tls_addr, b"no header here\r\n\r\n").await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "access")
+        .expect("an access line");
+    assert_eq!(access["client"], "192.0.2.60:40000");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/logged");
+    assert_eq!(access["status"], 200);
+    assert!(access["upstream_ms"].as_f64().is_some());
+    let refused = lines
+        .iter()
+        .find(|l| {
+            l["message"] == "connection refused"
+                && l["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("no PROXY protocol header")
+        })
+        .expect("a refusal line saying why");
+    assert_eq!(refused["level"], "WARN");
+    assert_eq!(
+        refused["peer"]
+            .as_str()
+            .map(|p| p.starts_with("127.0.0.1:")),
+        Some(true)
+    );
+    assert!(lines.iter().any(|l| l["message"] == "shutdown complete"));
+}
+
+fn load(name: &str) -> Yaml {
+    let path = format!("{}/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .remove(0)
+}
+
+#[test]
+fn compose_files_parse_and_wire_the_chain() {
+    let base = load("docker-compose.yml");
+    let proxy = &base["services"]["proxy"];
+    assert_eq!(proxy["build"].as_str(), Some("."));
+    for var in [
+        "LISTEN_ON",
+        "LISTEN_ON_TLS",
+        "DESTINATION_HOSTNAME",
+        "DESTINATION_PORT",
+    ] {
+        assert!(!proxy["environment"][var].is_badvalue(), "{var} missing");
+    }
+    let app_name = proxy["environment"]["DESTINATION_HOSTNAME"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !base["services"][app_name]["image"].is_badvalue(),
+        "the app service exists"
+    );
+    let elb = load("docker-compose.elb.yml");
+    let volume = elb["services"]["elb"]["volumes"][0].as_str().unwrap();
+    let cfg_path = volume.split(':').next().unwrap().trim_start_matches("./");
+    let cfg =
+        std::fs::read_to_string(format!("{}/{cfg_path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let plain = proxy["environment"]["LISTEN_ON"].as_str().unwrap();
+    let tls = proxy["environment"]["LISTEN_ON_TLS"].as_str().unwrap();
+    assert!(cfg.contains(&format!("proxy:{plain} send-proxy")), "{cfg}");
+    assert!(cfg.contains(&format!("proxy:{tls} send-proxy")), "{cfg}");
+}
