@@ -451,6 +451,20 @@ fn parse_cidrs(v: &str) -> Option<Vec<IpNet>> {
         .collect()
 }
 
+/// Files in the nginx image's `/config-overrides` folder, which this proxy does not read.
+/// `main` warns with their names, so a user migrating with that mount still in place notices.
+pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
@@ -632,6 +646,22 @@ mod tests {
         ] {
             assert!(names.contains(&field), "{field} missing from SETTINGS");
         }
+    }
+
+    #[test]
+    fn config_override_files_are_named() {
+        let dir =
+            std::env::temp_dir().join(format!("elb-ws-proxy-overrides-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        assert!(leftover_overrides(&dir).is_empty());
+        std::fs::write(dir.join("timeouts.conf"), "proxy_read_timeout 3600s;").unwrap();
+        std::fs::write(dir.join("body.conf"), "client_max_body_size 50m;").unwrap();
+        assert_eq!(leftover_overrides(&dir), ["body.conf", "timeouts.conf"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            leftover_overrides(&dir).is_empty(),
+            "a missing folder is not an error"
+        );
     }
 
     #[test]

@@ -85,17 +85,11 @@ fn healthcheck() -> ExitCode {
 
 /// The nginx image included `/config-overrides/*.conf`; those files mean nothing here.
 fn warn_about_config_overrides(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = elb_ws_proxy::config::leftover_overrides(dir);
     if !names.is_empty() {
         tracing::warn!(
             files = names.join(", "),
-            "{} holds nginx snippets, which elb-ws-proxy does not read; use the environment variables in --help instead",
+            "{} holds nginx snippets, which elb-ws-proxy does not read; use the settings in --help instead",
             dir.display()
         );
     }
