@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: elb-ws-proxy, nginx with the seed image's config, and HAProxy in HTTP
+# mode doing the same job, each between the same backend and HAProxy in TCP mode with
+# send-proxy playing the ELB. Writes bench/RESULTS.md.
+#
+#   bash bench/run.sh            full run (about 10 minutes)
+#   BENCH_SMOKE=1 bash bench/run.sh   seconds, to check the machinery works
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+for tool in nginx haproxy wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install nginx haproxy wrk curl python3"; exit 1; }
+done
+
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then
+  DUR=1 RUNS=1 HOLD=200 STREAM=$((16 << 20)) ECHO_SECS=1
+else
+  DUR=10 RUNS=3 HOLD=5000 STREAM=$((1 << 30)) ECHO_SECS=10
+fi
+out="$root/bench/out"; rm -rf "$out"; mkdir -p "$out"
+BACKEND=19000 PLAIN=19081 TLS=19444 ELB=19443
+
+echo "building (release)"
+cargo build --release --locked --bin elb-ws-proxy --example bench_backend --example bench_ws >/dev/null 2>&1
+bin="$root/target/release"
+ws="$bin/examples/bench_ws"
+
+pids_of() { # the proxy's processes: the given pid and its children (nginx workers)
+  local p=$1; echo "$p"; pgrep -P "$p" || true
+}
+sum_status() { # sum of a /proc/PID/status field (VmRSS, VmHWM) over pids, in KiB
+  local field=$1; shift; local t=0 v
+  for p in "$@"; do v=$(awk -v f="$field:" '$1==f{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t + ${v:-0})); done
+  echo "$t"
+}
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
+stop() { [ -n "${1:-}" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
+
+"$bin/examples/bench_backend" "127.0.0.1:$BACKEND" 2>/dev/null & backend=$!
+trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend' EXIT
+wait_port $BACKEND
+
+cat > "$out/elb.cfg" <<EOF
+global
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+frontend elb
+  bind 127.0.0.1:$ELB
+  maxconn 9000
+  default_backend instance
+backend instance
+  server proxy 127.0.0.1:$TLS send-proxy maxconn 9000
+EOF
+
+# The seed image's nginx config rendered for these ports. One change: worker_connections is
+# raised from the image's 1024 so nginx can hold the 5,000 WebSockets (two connections each).
+cat > "$out/nginx.conf" <<EOF
+worker_processes auto;
+worker_rlimit_nofile 20000;
+error_log $out/nginx-error.log warn;
+pid $out/nginx.pid;
+events { worker_connections 16384; }
+http {
+  access_log /dev/null;
+  client_body_temp_path $out/nginx-body;
+  proxy_temp_path $out/nginx-proxy;
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  server {
+    listen 127.0.0.1:$PLAIN proxy_protocol;
+    return 301 https://\$host\$request_uri;
+  }
+  server {
+    listen 127.0.0.1:$TLS proxy_protocol;
+    location /ping { add_header Content-Type text/plain; return 200 'ok'; }
+    location / {
+      proxy_pass http://127.0.0.1:$BACKEND;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_protocol_addr;
+      proxy_set_header X-Forwarded-Proto https;
+    }
+  }
+}
+EOF
+
+cat > "$out/haproxy-http.cfg" <<EOF
+global
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+  timeout tunnel 1h
+frontend plain
+  bind 127.0.0.1:$PLAIN accept-proxy
+  http-request redirect scheme https code 301
+frontend tls
+  bind 127.0.0.1:$TLS accept-proxy
+  maxconn 9000
+  http-request return status 200 content-type text/plain string ok if { path /ping }
+  http-request set-header X-Forwarded-For %[src]
+  http-request set-header X-Forwarded-Proto https
+  http-request set-header X-Forwarded-Port %[dst_port]
+  default_backend app
+backend app
+  http-reuse always
+  server app 127.0.0.1:$BACKEND maxconn 9000
+EOF
+
+start_proxy() {
+  case $1 in
+    elb-ws-proxy)
+      LISTEN_ON=$PLAIN LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
+        LISTEN_ADDRESS=127.0.0.1 RUST_LOG=info "$bin/elb-ws-proxy" >/dev/null 2>&1 & proxy=$! ;;
+    nginx-seed)
+      mkdir -p "$out/nginx-body" "$out/nginx-proxy"
+      nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;' 2>>"$out/nginx-error.log" & proxy=$! ;;
+    haproxy-http)
+      haproxy -db -f "$out/haproxy-http.cfg" >/dev/null 2>&1 & proxy=$! ;;
+  esac
+  wait_port $TLS
+  sleep 0.3
+}
+
+measure() { # $1 = name; appends "name key value" lines to $out/figures
+  local name=$1 f="$out/figures" best lat50 lat99 r
+  start_proxy "$name"
+  haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
+  wait_port $ELB
+  curl -fsS "http://127.0.0.1:$ELB/" >/dev/null || { echo "$name: no answer through the ELB"; exit 1; }
+
+  best=0
+  for _ in $(seq 1 "$RUNS"); do
+    wrk -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$ELB/" > "$out/wrk.txt"
+    r=$(awk '/Requests\/sec/{printf "%d", $2}' "$out/wrk.txt")
+    if [ "$r" -gt "$best" ]; then
+      best=$r
+      lat50=$(awk '$1=="50%"{print $2}' "$out/wrk.txt"); lat99=$(awk '$1=="99%"{print $2}' "$out/wrk.txt")
+    fi
+  done
+  echo "$name keepalive_rps $best" >> "$f"; echo "$name p50 $lat50" >> "$f"; echo "$name p99 $lat99" >> "$f"
+
+  best=0
+  for _ in $(seq 1 "$RUNS"); do
+    r=$(wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "http://127.0.0.1:$ELB/" | awk '/Requests\/sec/{printf "%d", $2}')
+    [ "$r" -gt "$best" ] && best=$r
+  done
+  echo "$name close_rps $best" >> "$f"
+
+  # Memory per idle WebSocket: resident growth of the proxy's processes over HOLD connections.
+  local procs before after line
+  mapfile -t procs < <(pids_of "$proxy")
+  before=$(sum_status VmRSS "${procs[@]}")
+  coproc HOLDER { "$ws" hold "127.0.0.1:$ELB" "$HOLD"; }
+  read -r line <&"${HOLDER[0]}"
+  sleep 2
+  mapfile -t procs < <(pids_of "$proxy")
+  after=$(sum_status VmRSS "${procs[@]}")
+  echo go >&"${HOLDER[1]}"
+  read -r line <&"${HOLDER[0]}"
+  wait "$HOLDER_PID" || { echo "$name: held WebSockets failed to echo ($line)"; }
+  echo "$name ws_kib_per_conn $(python3 -c "print(round(($after - $before) / $HOLD, 2))")" >> "$f"
+  echo "$name ws_verified ${line#verified }" >> "$f"
+
+  read -r _ msgs _ _ < <("$ws" echo "127.0.0.1:$ELB" 100 "$ECHO_SECS" 32)
+  echo "$name ws_msgs_per_s $msgs" >> "$f"
+  read -r _ _ _ mbs < <("$ws" echo "127.0.0.1:$ELB" 10 "$ECHO_SECS" 65536)
+  echo "$name ws_mb_per_s $mbs" >> "$f"
+
+  # Streaming, on a fresh proxy so its peak memory is this phase's alone.
+  stop "$elb"; stop "$proxy"; sleep 0.3
+  start_proxy "$name"
+  haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
+  wait_port $ELB
+  local down up code
+  down=$(curl -sS -o /dev/null -w '%{time_total} %{size_download}' "http://127.0.0.1:$ELB/download?$STREAM" || true)
+  [ "${down#* }" = "$STREAM" ] || down="failed x"
+  up=$( (head -c "$STREAM" /dev/zero || true) | curl -sS -o "$out/upload.txt" -w '%{time_total} %{http_code}' -X POST -T - "http://127.0.0.1:$ELB/upload" || true)
+  code=${up#* }
+  [ "$code" = 200 ] && [ "$(cat "$out/upload.txt" 2>/dev/null)" = "$STREAM" ] || up="failed(HTTP-$code) x"
+  mapfile -t procs < <(pids_of "$proxy")
+  echo "$name download_s ${down% *}" >> "$f"
+  echo "$name upload_s ${up% *}" >> "$f"
+  echo "$name stream_peak_kib $(sum_status VmHWM "${procs[@]}")" >> "$f"
+  stop "$elb"; stop "$proxy"; sleep 0.5
+}
+
+: > "$out/figures"
+for name in elb-ws-proxy nginx-seed haproxy-http; do
+  echo "measuring $name"
+  measure "$name"
+done
+python3 "$root/bench/report.py" "$out/figures" "$DUR" "$RUNS" "$HOLD" "$STREAM" > "$root/bench/RESULTS.md"
+cat "$root/bench/RESULTS.md"
