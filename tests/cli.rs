@@ -1,9 +1,12 @@
 //! The binary as a user meets it: `--help`, `--version`, `check`, configuration errors, the
 //! README's settings table, `healthcheck`, and SIGTERM.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use elb_ws_proxy::config::SETTINGS;
 
 const BIN: &str = env!("CARGO_BIN_EXE_elb-ws-proxy");
@@ -83,14 +86,6 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
     let (code, _, err) = run(&["frobnicate"], SEED);
     assert_eq!(code, 2);
     assert!(err.contains("unknown argument"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

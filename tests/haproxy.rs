@@ -37,14 +37,6 @@ impl Drop for TempDir {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts HAProxy in TCP mode in front of `backend`, sending `send_proxy` (`send-proxy` or `send-proxy-v2`).
 async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
     let port = free_port();

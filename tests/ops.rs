@@ -132,14 +132,6 @@ async fn metrics_endpoint_counts_what_happened() {
     assert_eq!(status(&other), 404);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let app = start_app().await;

@@ -48,6 +48,15 @@ impl Drop for App {
     }
 }
 
+/// A port that was free a moment ago, for peers that must be told their port up front.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub async fn start_app() -> App {
     start_app_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
