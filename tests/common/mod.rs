@@ -112,6 +112,27 @@ async fn app(
                 .unwrap_or(1 << 20);
             Ok(Response::new(full(vec![b'x'; n])))
         }
+        "/stream" => {
+            // N bytes in 64 KiB slices of one shared buffer: the app itself holds no body.
+            static CHUNK: [u8; 65536] = [b'z'; 65536];
+            let total: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.parse().ok())
+                .unwrap_or(1 << 20);
+            let frames = futures_util::stream::unfold(total, |left| async move {
+                (left > 0).then(|| {
+                    let n = left.min(CHUNK.len());
+                    (
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(&CHUNK[..n]))),
+                        left - n,
+                    )
+                })
+            });
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+            resp.headers_mut().insert("content-length", total.into());
+            Ok(resp)
+        }
         "/sse" => {
             // The first event now, the second only much later: a buffering proxy would hold both.
             let stream = futures_util::stream::unfold(0, |i| async move {
