@@ -143,8 +143,7 @@ impl Upstream {
         let (mut parts, body) = req.into_parts();
         let limit = self.max_body.unwrap_or(u64::MAX);
         if content_length(&parts.headers).is_some_and(|n| n > limit) {
-            tracing::warn!(client = %ctx.client, limit, "request body larger than MAX_BODY_BYTES");
-            return body::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            return too_large(ctx, limit);
         }
         rewrite_request_headers(&mut parts.headers, ctx, None);
         let path = parts
@@ -207,17 +206,13 @@ impl Upstream {
     /// The answer when the client's own body is too large (`413`) or malformed (`400`).
     fn bad_body(&self, ctx: &ConnCtx, limit: u64, e: &(dyn StdError + 'static)) -> Response<Body> {
         if caused_by::<LengthLimitError>(e) {
-            tracing::warn!(client = %ctx.client, limit, "request body larger than MAX_BODY_BYTES");
-            let mut resp = body::text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return resp;
+            return too_large(ctx, limit);
         }
         tracing::warn!(client = %ctx.client, error = %ErrorChain(e), "malformed request body");
-        let mut resp = body::text(StatusCode::BAD_REQUEST, "malformed request body\n");
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
+        closing(body::text(
+            StatusCode::BAD_REQUEST,
+            "malformed request body\n",
+        ))
     }
 
     /// Logs an upstream failure and returns the answer the client gets for it.
@@ -271,19 +266,39 @@ impl Upstream {
     }
 }
 
+/// An error and each of its causes, outermost first.
+fn causes<'a>(
+    e: &'a (dyn StdError + 'static),
+) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(e), |&err| err.source())
+}
+
 /// Displays an error with all its causes: "client error (Connect): connection refused".
 pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut cur = self.0.source();
-        while let Some(e) = cur {
-            write!(f, ": {e}")?;
-            cur = e.source();
+        for (i, e) in causes(self.0).enumerate() {
+            write!(f, "{}{e}", if i == 0 { "" } else { ": " })?;
         }
         Ok(())
     }
+}
+
+/// `413`, closing the connection: the rest of the body is not worth reading.
+fn too_large(ctx: &ConnCtx, limit: u64) -> Response<Body> {
+    tracing::warn!(client = %ctx.client, limit, "request body larger than MAX_BODY_BYTES");
+    closing(body::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request body too large\n",
+    ))
+}
+
+/// Asks hyper to close the client connection after this answer.
+fn closing(mut resp: Response<Body>) -> Response<Body> {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
@@ -298,28 +313,14 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 
 /// Whether sending failed because the client's body stream failed (not the app).
 fn client_body_failed(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .downcast_ref::<hyper::Error>()
+    causes(e).any(|err| {
+        err.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_user)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    })
 }
 
 fn caused_by<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
+    causes(e).any(|err| err.is::<E>())
 }
 
 /// Headers that describe one hop and must not be passed on (RFC 9110 §7.6.1).

@@ -69,7 +69,14 @@ pub async fn forward_upgrade(
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {
         Ok(pair) => pair,
-        Err(e) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Reset, &e),
+        Err(e) => {
+            return upstream.fail(
+                ctx,
+                &shared.metrics,
+                UpstreamError::Reset,
+                &forward::ErrorChain(&e),
+            )
+        }
     };
     tokio::spawn(conn.with_upgrades());
     let sent = tokio::time::timeout(
@@ -78,7 +85,14 @@ pub async fn forward_upgrade(
     );
     let mut resp = match sent.await {
         Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Reset, &e),
+        Ok(Err(e)) => {
+            return upstream.fail(
+                ctx,
+                &shared.metrics,
+                UpstreamError::Reset,
+                &forward::ErrorChain(&e),
+            )
+        }
         Err(_) => {
             return upstream.fail(
                 ctx,
