@@ -139,13 +139,19 @@ pub async fn run(shared: &Shared, ctx: &ConnCtx, pending: PendingUpgrade) {
     };
     let (client_stream, leftover) = client.io.into_inner().into_parts();
     let to_app = [leftover, client.read_buf].concat();
+    // `read_buf` is a view into hyper's whole read buffer: copy out the few bytes it holds
+    // and let the buffer go, or every idle tunnel keeps 8 KiB alive.
+    let hyper::upgrade::Parts { io, read_buf, .. } = upstream;
+    let to_client = read_buf.to_vec();
+    drop(read_buf);
+    let upstream_stream = io.into_inner();
     shared.metrics.tunnel_opened();
     let started = Instant::now();
     let result = splice(
         &client_stream,
         to_app,
-        &upstream.io.into_inner(),
-        upstream.read_buf.to_vec(),
+        &upstream_stream,
+        to_client,
         shared.config.websocket_idle_timeout,
     )
     .await;
