@@ -27,6 +27,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy_header::{read_origin, Origin};
 use crate::{forward, health, redirect, tunnel, Shared};
 
@@ -269,8 +270,8 @@ pub async fn serve(
 ) {
     let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     shared.metrics.accepted(port == Port::Tls);
-    let _open = OpenGuard {
-        shared: &shared,
+    let open = OpenGuard {
+        metrics: shared.metrics.clone(),
         _permit: permit,
     };
     let origin = match read_origin(&mut stream, peer, &shared.config).await {
@@ -298,28 +299,30 @@ pub async fn serve(
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades(),
     );
-    let config = &shared.config;
-    let mut stop = pin!(shared.drain.stop_accepting.cancelled());
-    let mut hard_stop = pin!(shared.drain.hard_stop.cancelled());
-    let mut sleep = pin!(tokio::time::sleep(config.keepalive_timeout));
-    let mut graceful = false;
-    let ended = poll_fn(|cx| {
-        if hard_stop.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(Err("shutdown deadline (SHUTDOWN_TIMEOUT) reached"));
-        }
-        if !graceful && stop.as_mut().poll(cx).is_ready() {
-            conn.as_mut().graceful_shutdown();
-            graceful = true;
-        }
-        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            if let Err(e) = result {
-                tracing::debug!(client = %ctx.client, error = %e, "connection ended with an error");
+    let ended = {
+        let config = &shared.config;
+        let mut stop = pin!(shared.drain.stop_accepting.cancelled());
+        let mut hard_stop = pin!(shared.drain.hard_stop.cancelled());
+        let mut sleep = pin!(tokio::time::sleep(config.keepalive_timeout));
+        let mut graceful = false;
+        poll_fn(|cx| {
+            if hard_stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err("shutdown deadline (SHUTDOWN_TIMEOUT) reached"));
             }
-            return Poll::Ready(Ok(()));
-        }
-        poll_deadline(cx, &ctx, config, sleep.as_mut())
-    })
-    .await;
+            if !graceful && stop.as_mut().poll(cx).is_ready() {
+                conn.as_mut().graceful_shutdown();
+                graceful = true;
+            }
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(client = %ctx.client, error = %e, "connection ended with an error");
+                }
+                return Poll::Ready(Ok(()));
+            }
+            poll_deadline(cx, &ctx, config, sleep.as_mut())
+        })
+        .await
+    };
     drop(conn);
     shared.metrics.client_bytes(
         ctx.bytes_read.load(Ordering::Relaxed),
@@ -330,12 +333,19 @@ pub async fn serve(
         return;
     }
     if let Some(pending) = ctx.take_upgrade() {
-        tokio::select! {
-            _ = tunnel::run(&shared, &ctx, pending) => {}
-            _ = shared.drain.hard_stop.cancelled() => {
-                tracing::info!(client = %ctx.client, "closing tunnel at the shutdown deadline");
+        // A task of its own: this one's state (hyper's connection, the clocks) is far larger
+        // than a tunnel needs, and a tunnel may stay open for days.
+        let client = ctx.client;
+        let tasks = shared.tasks.clone();
+        tasks.spawn(async move {
+            let _open = open;
+            tokio::select! {
+                _ = tunnel::run(&shared, client, pending) => {}
+                _ = shared.drain.hard_stop.cancelled() => {
+                    tracing::info!(%client, "closing tunnel at the shutdown deadline");
+                }
             }
-        }
+        });
     }
 }
 
@@ -374,15 +384,16 @@ fn poll_deadline(
     }
 }
 
-/// Counts the connection as open until it ends, holding its `MAX_CONNECTIONS` slot.
-struct OpenGuard<'a> {
-    shared: &'a Shared,
+/// Counts the connection as open until it ends (tunnel included), holding its
+/// `MAX_CONNECTIONS` slot.
+struct OpenGuard {
+    metrics: Arc<Metrics>,
     _permit: OwnedSemaphorePermit,
 }
 
-impl Drop for OpenGuard<'_> {
+impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.shared.metrics.closed();
+        self.metrics.closed();
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Shared {
     pub metrics: Arc<metrics::Metrics>,
     limiter: Arc<Semaphore>,
     http: hyper::server::conn::http1::Builder,
+    /// Every connection and tunnel task, so the drain can wait for them.
+    tasks: TaskTracker,
 }
 
 /// A proxy whose listeners are bound and which is ready to serve.
@@ -84,6 +86,7 @@ impl Proxy {
             drain: Drain::default(),
             metrics: Arc::new(metrics::Metrics::new()),
             http,
+            tasks: TaskTracker::new(),
             config,
         };
         Ok(Proxy {
@@ -128,7 +131,7 @@ impl Proxy {
             tls,
             metrics,
         } = self;
-        let tracker = TaskTracker::new();
+        let tracker = shared.tasks.clone();
         tracing::info!(
             plain = %plain.local_addr()?,
             tls = %tls.local_addr()?,
@@ -136,18 +139,8 @@ impl Proxy {
             "elb-ws-proxy {} listening",
             env!("CARGO_PKG_VERSION")
         );
-        let accept_plain = tokio::spawn(listener::accept_loop(
-            shared.clone(),
-            plain,
-            Port::Plain,
-            tracker.clone(),
-        ));
-        let accept_tls = tokio::spawn(listener::accept_loop(
-            shared.clone(),
-            tls,
-            Port::Tls,
-            tracker.clone(),
-        ));
+        let accept_plain = tokio::spawn(listener::accept_loop(shared.clone(), plain, Port::Plain));
+        let accept_tls = tokio::spawn(listener::accept_loop(shared.clone(), tls, Port::Tls));
         if let Some(l) = metrics {
             tokio::spawn(metrics::serve(
                 l,

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, Port};
 use crate::Shared;
@@ -34,16 +33,11 @@ fn watch(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpLis
     unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)
 }
 
-/// Accepts until the drain stops it; each connection runs in its own task on `tracker`.
+/// Accepts until the drain stops it; each connection runs in its own tracked task.
 ///
 /// The order is: wait until a connection is queued, take a slot, accept. Taking the slot
 /// first would let an idle listener sit on one while the other listener's clients wait.
-pub async fn accept_loop(
-    shared: Arc<Shared>,
-    listener: TcpListener,
-    port: Port,
-    tracker: TaskTracker,
-) {
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port) {
     let stop = shared.drain.stop_accepting.clone();
     let listener = match listener.into_std().and_then(watch) {
         Ok(l) => l,
@@ -82,7 +76,7 @@ pub async fn accept_loop(
             Ok((stream, peer)) => {
                 // Small writes (response heads, WebSocket frames) must not wait for Nagle.
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(connection::serve(
+                shared.tasks.spawn(connection::serve(
                     shared.clone(),
                     stream,
                     peer,

@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::Shutdown;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
@@ -122,11 +123,11 @@ pub async fn forward_upgrade(
 }
 
 /// Waits for both sides of an accepted upgrade, then joins them until they close.
-pub async fn run(shared: &Shared, ctx: &ConnCtx, pending: PendingUpgrade) {
+pub async fn run(shared: &Shared, client_addr: SocketAddr, pending: PendingUpgrade) {
     let (client, upstream) = match (pending.client.await, pending.upstream.await) {
         (Ok(c), Ok(u)) => (c, u),
         (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(client = %ctx.client, error = %e, "upgrade did not complete");
+            tracing::warn!(client = %client_addr, error = %e, "upgrade did not complete");
             return;
         }
     };
@@ -134,7 +135,7 @@ pub async fn run(shared: &Shared, ctx: &ConnCtx, pending: PendingUpgrade) {
         client.downcast::<TokioIo<ClientIo>>(),
         upstream.downcast::<TokioIo<TcpStream>>(),
     ) else {
-        tracing::error!(client = %ctx.client, "upgraded connection has an unexpected type; closing");
+        tracing::error!(client = %client_addr, "upgraded connection has an unexpected type; closing");
         return;
     };
     let (client_stream, leftover) = client.io.into_inner().into_parts();
@@ -162,7 +163,7 @@ pub async fn run(shared: &Shared, ctx: &ConnCtx, pending: PendingUpgrade) {
     };
     shared.metrics.client_bytes(up, down);
     tracing::info!(
-        client = %ctx.client,
+        client = %client_addr,
         bytes_to_app = up,
         bytes_to_client = down,
         seconds = started.elapsed().as_secs_f64(),
