@@ -6,7 +6,10 @@
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 ARG TARGET=x86_64-unknown-linux-musl
-RUN rustup target add "${TARGET}"
+# musl-gcc compiles mimalloc (the allocator) for the static target.
+RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add "${TARGET}"
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

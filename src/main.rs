@@ -7,6 +7,11 @@ use std::process::ExitCode;
 use elb_ws_proxy::config::{Config, ProxyProtocol, SETTINGS};
 use elb_ws_proxy::{health, logging, shutdown};
 
+/// mimalloc: it hands freed pages back, so a burst of WebSocket handshakes does not leave
+/// idle tunnels paying for it, and it is far faster than musl's allocator in the static build.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let arg = std::env::args().nth(1);
     match arg.as_deref() {
