@@ -59,14 +59,16 @@ fn serve() -> ExitCode {
     warn_about_config_overrides(Path::new("/config-overrides"));
     let result =
         runtime().and_then(|rt| rt.block_on(elb_ws_proxy::run(config, shutdown::signal())));
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("elb-ws-proxy: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    logging::flush();
+    code
 }
 
 fn healthcheck() -> ExitCode {
