@@ -5,6 +5,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,28 @@ fn watch(listener: std::net::TcpListener) -> io::Result<AsyncFd<std::net::TcpLis
     // SAFETY: the AsyncFd owns the listener, so its descriptor stays open and unchanged for as
     // long as the AsyncFd lives.
     unsafe { AsyncFd::register(listener) }.map_err(|e| e.into_parts().1)
+}
+
+/// `accept4(2)` returning a socket that is already non-blocking: one system call per
+/// connection where `std`'s `accept` and `set_nonblocking` take two.
+fn accept_nonblocking(
+    listener: &std::net::TcpListener,
+) -> io::Result<(std::net::TcpStream, SocketAddr)> {
+    // SAFETY: accept4 writes at most `len` bytes of address into the storage try_init provides,
+    // and a descriptor it returns is new and owned by nobody else.
+    let (stream, addr) = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            match libc::accept4(listener.as_raw_fd(), storage.cast(), len, flags) {
+                -1 => Err(io::Error::last_os_error()),
+                fd => Ok(std::net::TcpStream::from_raw_fd(fd)),
+            }
+        })
+    }?;
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| io::Error::other("accepted a connection with a non-IP address"))?;
+    Ok((stream, peer))
 }
 
 /// Accepts until the drain stops it; each connection runs in its own tracked task.
@@ -64,11 +87,8 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, port: Port)
             },
             _ = stop.cancelled() => return,
         };
-        let accepted = match ready.try_io(|l| l.get_ref().accept()) {
-            Ok(accepted) => accepted.and_then(|(s, peer)| {
-                s.set_nonblocking(true)?;
-                Ok((TcpStream::from_std(s)?, peer))
-            }),
+        let accepted = match ready.try_io(|l| accept_nonblocking(l.get_ref())) {
+            Ok(accepted) => accepted.and_then(|(s, peer)| Ok((TcpStream::from_std(s)?, peer))),
             // Another wake-up took it, or the client gave up: wait again.
             Err(_would_block) => continue,
         };
