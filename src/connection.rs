@@ -61,6 +61,8 @@ pub struct ConnCtx {
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     upgrade: Mutex<Option<PendingUpgrade>>,
+    /// The upstream connection this client connection is using; polled by its task.
+    pub upstream: forward::Driver,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -96,6 +98,7 @@ impl ConnCtx {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             upgrade: Mutex::new(None),
+            upstream: forward::Driver::default(),
         }
     }
 
@@ -106,6 +109,11 @@ impl ConnCtx {
         {
             self.head_started.store(clock(), Ordering::Relaxed);
         }
+    }
+
+    /// Whether a request is being answered.
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     fn request_started(&self) {
@@ -313,17 +321,22 @@ pub async fn serve(
                 conn.as_mut().graceful_shutdown();
                 graceful = true;
             }
+            // The upstream side first (a response may have arrived), then the client side,
+            // then the upstream side again to send what the client side just handed it.
+            ctx.upstream.poll(cx, &shared.upstream, ctx.busy());
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(e) = result {
                     tracing::debug!(client = %ctx.client, error = %e, "connection ended with an error");
                 }
                 return Poll::Ready(Ok(()));
             }
+            ctx.upstream.poll(cx, &shared.upstream, ctx.busy());
             poll_deadline(cx, &ctx, config, sleep.as_mut())
         })
         .await
     };
     drop(conn);
+    ctx.upstream.release(&shared.upstream);
     shared.metrics.client_bytes(
         ctx.bytes_read.load(Ordering::Relaxed),
         ctx.bytes_written.load(Ordering::Relaxed),

@@ -1,25 +1,31 @@
 //! Forwarding requests to the app: header rewriting, the pooled upstream client, and the
 //! mapping of upstream failures to `502`, `504` and `413`.
 //!
-//! The app's name is resolved by the connector on every new connection (never pinned at
-//! start), and idle upstream connections are kept and reused.
+//! The app's name is resolved on every new connection (never pinned at start), and idle
+//! upstream connections are kept and reused.
+//!
+//! An upstream connection in use is driven by the task of the client connection using it
+//! (see [`Link`]): a request, its response and both bodies never change task or thread on
+//! the way, which is what a second task per upstream connection cost in wake-ups.
 
 use std::error::Error as StdError;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, LengthLimitError, Limited};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
@@ -70,9 +76,10 @@ impl HttpBody for RequestBody {
     }
 }
 
-/// The app behind the proxy and the pooled client that reaches it.
+/// The app behind the proxy and the idle connections kept to it.
 pub struct Upstream {
-    client: Client<HttpConnector, RequestBody>,
+    idle: Mutex<Vec<Link>>,
+    max_idle: usize,
     authority: Authority,
     host: String,
     port: u16,
@@ -80,6 +87,76 @@ pub struct Upstream {
     response_timeout: Duration,
     body_timeout: Duration,
     max_body: Option<u64>,
+}
+
+/// Idle upstream connections older than this are closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+
+type UpstreamConnection = http1::Connection<TokioIo<TcpStream>, RequestBody>;
+
+/// One upstream connection: the handle that sends on it and the connection future that does
+/// the reading and writing. Whoever holds a `Link` polls its connection; in the pool nobody
+/// does, so a connection is checked (one poll) before it is used again.
+pub struct Link {
+    sender: SendRequest<RequestBody>,
+    conn: Pin<Box<UpstreamConnection>>,
+    idle_since: Instant,
+}
+
+impl Link {
+    /// Polls the connection; `true` once it has closed (or failed) and must be dropped.
+    fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        match self.conn.as_mut().poll(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(e)) => {
+                tracing::debug!(error = %ErrorChain(&e), "upstream connection closed");
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+/// The upstream connection a client connection is using, polled by that connection's task.
+#[derive(Default)]
+pub struct Driver(Mutex<Option<Link>>);
+
+impl Driver {
+    /// Moves the link's connection along. Once no request is in flight and the connection
+    /// is ready for another, it goes back to the pool for any client to use.
+    pub fn poll(&self, cx: &mut Context<'_>, upstream: &Upstream, busy: bool) {
+        let Ok(mut slot) = self.0.lock() else { return };
+        let Some(link) = slot.as_mut() else { return };
+        if link.poll_closed(cx) {
+            *slot = None;
+        } else if !busy && link.sender.is_ready() {
+            if let Some(link) = slot.take() {
+                upstream.put(link);
+            }
+        }
+    }
+
+    /// At the end of the client connection: an idle link goes back to the pool.
+    pub fn release(&self, upstream: &Upstream) {
+        let link = self.0.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(link) = link {
+            if link.sender.is_ready() {
+                upstream.put(link);
+            }
+        }
+    }
+}
+
+/// How sending to the app failed: no connection, or a failed exchange on one.
+enum Failure {
+    Open(UpstreamError, String),
+    Send(hyper::Error),
+}
+
+impl From<(UpstreamError, String)> for Failure {
+    fn from((kind, why): (UpstreamError, String)) -> Self {
+        Failure::Open(kind, why)
+    }
 }
 
 /// Why the app could not be reached; a label for logs and metrics.
@@ -112,17 +189,9 @@ impl Upstream {
             }
             .parse()
             .map_err(|e| format!("DESTINATION_HOSTNAME: cannot form an address: {e}"))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(55))
-            .set_host(false)
-            .build(connector);
         Ok(Upstream {
-            client,
+            idle: Mutex::new(Vec::new()),
+            max_idle: config.max_connections,
             authority,
             host: config.destination_hostname.clone(),
             port: config.destination_port,
@@ -130,6 +199,59 @@ impl Upstream {
             response_timeout: config.response_timeout,
             body_timeout: config.request_header_timeout,
             max_body: config.max_body_bytes,
+        })
+    }
+
+    /// Returns an idle connection to the pool (the most recently used is reused first).
+    fn put(&self, mut link: Link) {
+        link.idle_since = Instant::now();
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push(link);
+            }
+        }
+    }
+
+    /// An idle connection that is still open, polled once with `cx` to find out.
+    fn checkout(&self, cx: &mut Context<'_>) -> Option<Link> {
+        loop {
+            let mut link = self.idle.lock().ok()?.pop()?;
+            if link.idle_since.elapsed() < IDLE_TIMEOUT
+                && !link.poll_closed(cx)
+                && link.sender.is_ready()
+            {
+                return Some(link);
+            }
+        }
+    }
+
+    /// Closes pooled connections the app has closed or that sat idle too long; run now and
+    /// then so that no half-closed socket lingers while there is no traffic.
+    pub fn sweep(&self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain_mut(|link| {
+            link.idle_since.elapsed() < IDLE_TIMEOUT && !link.poll_closed(&mut cx)
+        });
+    }
+
+    /// A new upstream connection, ready to send on.
+    async fn open(&self) -> Result<Link, (UpstreamError, String)> {
+        // A connect that times out is a 502 like any other (CONNECT_TIMEOUT); 504 is for an
+        // app that accepted the request and did not answer.
+        let stream = self
+            .connect()
+            .await
+            .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
+        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| (UpstreamError::Connect, ErrorChain(&e).to_string()))?;
+        Ok(Link {
+            sender,
+            conn: Box::pin(conn),
+            idle_since: Instant::now(),
         })
     }
 
@@ -146,19 +268,15 @@ impl Upstream {
             return too_large(ctx, limit);
         }
         rewrite_request_headers(&mut parts.headers, ctx, None);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(self.authority.clone());
-        uri.path_and_query = Some(path);
-        parts.uri = match Uri::from_parts(uri) {
-            Ok(u) => u,
-            Err(_) => return body::text(StatusCode::BAD_REQUEST, "unsupported request target\n"),
-        };
+        if parts.uri.scheme().is_some() || parts.uri.path_and_query().is_none() {
+            // Absolute-form targets are for proxies; the app gets origin-form.
+            let path = parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            parts.uri = Uri::from(path);
+        }
         let mut rest = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
         let first = if rest.is_end_stream() {
             None
@@ -176,23 +294,17 @@ impl Upstream {
                 Ok(Some(Err(e))) => return self.bad_body(ctx, limit, &*e),
             }
         };
-        let body = RequestBody { first, rest };
-        let sent = tokio::time::timeout(
-            self.response_timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        );
-        match sent.await {
+        let req = Request::from_parts(parts, RequestBody { first, rest });
+        match tokio::time::timeout(self.response_timeout, self.send(&ctx.upstream, req)).await {
             Ok(Ok(resp)) => finish_response(resp),
-            Ok(Err(e)) if caused_by::<LengthLimitError>(&e) || client_body_failed(&e) => {
+            Ok(Err(Failure::Open(kind, why))) => self.fail(ctx, metrics, kind, &why),
+            Ok(Err(Failure::Send(e)))
+                if caused_by::<LengthLimitError>(&e) || client_body_failed(&e) =>
+            {
                 self.bad_body(ctx, limit, &e)
             }
-            Ok(Err(e)) => {
-                let kind = if e.is_connect() {
-                    UpstreamError::Connect
-                } else {
-                    UpstreamError::Reset
-                };
-                self.fail(ctx, metrics, kind, &e)
+            Ok(Err(Failure::Send(e))) => {
+                self.fail(ctx, metrics, UpstreamError::Reset, &ErrorChain(&e))
             }
             Err(_) => self.fail(
                 ctx,
@@ -201,6 +313,56 @@ impl Upstream {
                 &"no response headers within RESPONSE_TIMEOUT",
             ),
         }
+    }
+
+    /// Sends on a pooled connection, or a new one. A request the pooled connection could not
+    /// take (the app closed it as it was picked) is sent again on a new connection.
+    async fn send(
+        &self,
+        driver: &Driver,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        // The link this client connection used last, if it is free again, else the pool's.
+        let mut own = driver.0.lock().ok().and_then(|mut slot| slot.take());
+        let pooled = poll_fn(|cx| {
+            if let Some(mut link) = own.take() {
+                if !link.poll_closed(cx) && link.sender.is_ready() {
+                    return Poll::Ready(Some(link));
+                }
+            }
+            Poll::Ready(self.checkout(cx))
+        })
+        .await;
+        let (sent, fresh) = match pooled {
+            Some(link) => (self.dispatch(driver, link, req), false),
+            None => (self.dispatch(driver, self.open().await?, req), true),
+        };
+        match sent.await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => match e.take_message() {
+                Some(req) if !fresh => {
+                    tracing::debug!(error = %ErrorChain(e.error()), "pooled upstream connection was closed; sending on a new one");
+                    self.dispatch(driver, self.open().await?, req)
+                        .await
+                        .map_err(|e| Failure::Send(e.into_error()))
+                }
+                _ => Err(Failure::Send(e.into_error())),
+            },
+        }
+    }
+
+    /// Hands the request to the link and the link to this client connection's task.
+    fn dispatch(
+        &self,
+        driver: &Driver,
+        mut link: Link,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
+        let sent = link.sender.try_send_request(req);
+        if let Ok(mut slot) = driver.0.lock() {
+            *slot = Some(link);
+        }
+        sent
     }
 
     /// The answer when the client's own body is too large (`413`) or malformed (`400`).

@@ -148,6 +148,16 @@ impl Proxy {
                 shared.drain.clone(),
             ));
         }
+        let sweeper = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    shared.upstream.sweep();
+                }
+            })
+        };
         shutdown.await;
         let drain = &shared.drain;
         drain.start();
@@ -171,6 +181,7 @@ impl Proxy {
             tracker.wait().await;
         }
         drain.hard_stop.cancel();
+        sweeper.abort();
         tracing::info!("shutdown complete");
         Ok(())
     }

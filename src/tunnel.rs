@@ -58,14 +58,7 @@ pub async fn forward_upgrade(
     let upstream = &shared.upstream;
     let stream = match upstream.connect().await {
         Ok(s) => s,
-        Err(e) => {
-            let kind = if e.kind() == io::ErrorKind::TimedOut {
-                UpstreamError::Timeout
-            } else {
-                UpstreamError::Connect
-            };
-            return upstream.fail(ctx, &shared.metrics, kind, &e);
-        }
+        Err(e) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Connect, &e),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {

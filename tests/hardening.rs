@@ -474,3 +474,44 @@ async fn shutdown_delay_fails_health_checks_first_and_keeps_serving() {
         "served through the delay"
     );
 }
+
+#[tokio::test]
+async fn an_app_closing_idle_keepalive_connections_causes_no_502() {
+    // Like a Node app with a short keepAliveTimeout: each connection answers one request with
+    // keep-alive, then the app closes it a moment later without saying so.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = l.local_addr().unwrap();
+    let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    });
+    let proxy = start_proxy(config_for(app)).await;
+    for i in 0..3 {
+        let resp = exchange(proxy.tls, &[v1("192.0.2.70", 443), get("/", "")].concat()).await;
+        assert_eq!(status(&resp), 200, "request {i}: {resp}");
+        // Long enough for the app to have closed the now idle, pooled connection.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        opened.load(Ordering::SeqCst),
+        3,
+        "each request needed a new connection"
+    );
+    let metrics = proxy.proxy_metrics.render();
+    assert!(
+        metrics.contains("elb_ws_proxy_upstream_errors_total{kind=\"reset\"} 0"),
+        "{metrics}"
+    );
+}
