@@ -3,7 +3,7 @@
 # mode doing the same job, each between the same backend and HAProxy in TCP mode with
 # send-proxy playing the ELB. Writes bench/RESULTS.md.
 #
-#   bash bench/run.sh            full run (about 10 minutes)
+#   bash bench/run.sh            full run: two rounds, about 20 minutes (BENCH_ROUNDS=n for n)
 #   BENCH_SMOKE=1 bash bench/run.sh   seconds, to check the machinery works
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,9 +14,9 @@ for tool in nginx haproxy wrk curl python3; do
 done
 
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
-  DUR=1 RUNS=1 HOLD=200 STREAM=$((16 << 20)) ECHO_SECS=1
+  DUR=1 RUNS=1 HOLD=200 STREAM=$((16 << 20)) ECHO_SECS=1 ROUNDS=1
 else
-  DUR=10 RUNS=3 HOLD=5000 STREAM=$((1 << 30)) ECHO_SECS=10
+  DUR=10 RUNS=3 HOLD=5000 STREAM=$((1 << 30)) ECHO_SECS=10 ROUNDS=${BENCH_ROUNDS:-2}
 fi
 out="$root/bench/out"; rm -rf "$out"; mkdir -p "$out"
 BACKEND=19000 PLAIN=19081 TLS=19444 ELB=19443
@@ -130,8 +130,8 @@ start_proxy() {
   sleep 0.3
 }
 
-measure() { # $1 = name; appends "name key value" lines to $out/figures
-  local name=$1 f="$out/figures" best lat50 lat99 r
+measure() { # $1 = name, $2 = file; appends "name key value" lines to it
+  local name=$1 f=$2 best lat50 lat99 r
   start_proxy "$name"
   haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
   wait_port $ELB
@@ -193,10 +193,12 @@ measure() { # $1 = name; appends "name key value" lines to $out/figures
   stop "$elb"; stop "$proxy"; sleep 0.5
 }
 
-: > "$out/figures"
-for name in elb-ws-proxy nginx-seed haproxy-http; do
-  echo "measuring $name"
-  measure "$name"
+: > "$out/figures.1"
+for round in $(seq 1 "$ROUNDS"); do
+  for name in elb-ws-proxy nginx-seed haproxy-http; do
+    echo "round $round: measuring $name"
+    measure "$name" "$out/figures.$round"
+  done
 done
-python3 "$root/bench/report.py" "$out/figures" "$DUR" "$RUNS" "$HOLD" "$STREAM" > "$root/bench/RESULTS.md"
+python3 "$root/bench/report.py" "$out" "$DUR" "$RUNS" "$HOLD" "$STREAM" > "$root/bench/RESULTS.md"
 cat "$root/bench/RESULTS.md"
