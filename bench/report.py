@@ -86,3 +86,9 @@ for i, f in enumerate(rounds):
         v = f.get(n, {}).get("ws_verified")
         if v is not None and v != hold:
             print(f"\nround {i + 1}, {n}: only {v} of {hold} held WebSockets still echoed at the end.")
+
+# The hand-written analysis of the targets missed (profiles, what was tried) follows the figures.
+notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "NOTES.md")
+if os.path.exists(notes):
+    print()
+    print(open(notes).read().rstrip())
