@@ -11,7 +11,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::Shutdown;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -20,6 +20,8 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::body::Body;
@@ -131,20 +133,20 @@ pub async fn run(shared: &Shared, client_addr: SocketAddr, pending: PendingUpgra
         tracing::error!(client = %client_addr, "upgraded connection has an unexpected type; closing");
         return;
     };
-    let (client_stream, leftover) = client.io.into_inner().into_parts();
+    let (mut client_stream, leftover) = client.io.into_inner().into_parts();
     let to_app = [leftover, client.read_buf].concat();
     // `read_buf` is a view into hyper's whole read buffer: copy out the few bytes it holds
     // and let the buffer go, or every idle tunnel keeps 8 KiB alive.
     let hyper::upgrade::Parts { io, read_buf, .. } = upstream;
     let to_client = read_buf.to_vec();
     drop(read_buf);
-    let upstream_stream = io.into_inner();
+    let mut upstream_stream = io.into_inner();
     shared.metrics.tunnel_opened();
     let started = Instant::now();
     let result = splice(
-        &client_stream,
+        &mut client_stream,
         to_app,
-        &upstream_stream,
+        &mut upstream_stream,
         to_client,
         shared.config.websocket_idle_timeout,
     )
@@ -187,12 +189,14 @@ thread_local! {
 /// or nothing moved for `idle_timeout`. Returns the bytes sent to `b` and to `a`.
 #[allow(clippy::type_complexity)]
 pub async fn splice(
-    a: &TcpStream,
+    a: &mut TcpStream,
     a_to_b: Vec<u8>,
-    b: &TcpStream,
+    b: &mut TcpStream,
     b_to_a: Vec<u8>,
     idle_timeout: Option<std::time::Duration>,
 ) -> Result<(u64, u64), (u64, u64, io::Error)> {
+    let (mut a_read, mut a_write) = a.split();
+    let (mut b_read, mut b_write) = b.split();
     let mut ab = Direction {
         owed: a_to_b,
         ..Default::default()
@@ -207,12 +211,12 @@ pub async fn splice(
         let result = SCRATCH.with(|scratch| {
             let scratch = &mut scratch.borrow_mut()[..];
             if !ab.done {
-                if let Poll::Ready(Err(e)) = copy(cx, a, b, &mut ab, scratch) {
+                if let Poll::Ready(Err(e)) = copy(cx, &mut a_read, &mut b_write, &mut ab, scratch) {
                     return Err(e);
                 }
             }
             if !ba.done {
-                if let Poll::Ready(Err(e)) = copy(cx, b, a, &mut ba, scratch) {
+                if let Poll::Ready(Err(e)) = copy(cx, &mut b_read, &mut a_write, &mut ba, scratch) {
                     return Err(e);
                 }
             }
@@ -240,20 +244,22 @@ pub async fn splice(
 }
 
 /// Moves what `from` has to `to`; `Ready(Ok)` once `from` has ended and `to` got the FIN.
+///
+/// Reads go through tokio's `poll_read`, which takes a short read to mean the socket is
+/// drained: a small WebSocket message costs one `recv` per direction, not a second one that
+/// only finds `EAGAIN`.
 fn copy(
     cx: &mut Context<'_>,
-    from: &TcpStream,
-    to: &TcpStream,
+    from: &mut ReadHalf<'_>,
+    to: &mut WriteHalf<'_>,
     d: &mut Direction,
     scratch: &mut [u8],
 ) -> Poll<io::Result<()>> {
     for _ in 0..READS_PER_POLL {
         while d.offset < d.owed.len() {
-            ready!(to.poll_write_ready(cx))?;
-            match to.try_write(&d.owed[d.offset..]) {
-                Ok(n) => d.offset += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            match ready!(Pin::new(&mut *to).poll_write(cx, &d.owed[d.offset..]))? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => d.offset += n,
             }
         }
         if !d.owed.is_empty() {
@@ -262,30 +268,28 @@ fn copy(
         }
         if d.eof {
             // The peer may already be gone; the tunnel ends when both sides have.
-            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            let _ = socket2::SockRef::from(to.as_ref()).shutdown(Shutdown::Write);
             d.done = true;
             return Poll::Ready(Ok(()));
         }
-        ready!(from.poll_read_ready(cx))?;
-        let n = match from.try_read(scratch) {
-            Ok(0) => {
-                d.eof = true;
-                continue;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *from).poll_read(cx, &mut buf))?;
+        let n = buf.filled().len();
+        if n == 0 {
+            d.eof = true;
+            continue;
+        }
         d.bytes += n as u64;
         let mut written = 0;
         while written < n {
-            match to.try_write(&scratch[written..n]) {
-                Ok(m) => written += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            match Pin::new(&mut *to).poll_write(cx, &scratch[written..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(m)) => written += m,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
                     d.owed = scratch[written..n].to_vec();
                     break;
                 }
-                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
