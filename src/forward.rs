@@ -435,7 +435,7 @@ fn causes<'a>(
     std::iter::successors(Some(e), |&err| err.source())
 }
 
-/// Displays an error with all its causes: "client error (Connect): connection refused".
+/// Displays an error with all its causes: "connection error: connection refused".
 pub struct ErrorChain<'a>(pub &'a (dyn StdError + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
