@@ -104,6 +104,12 @@ pub struct Link {
 }
 
 impl Link {
+    /// Whether the link can take a request now: still open (polled once with `cx` to find
+    /// out) and done with the previous exchange.
+    fn reusable(&mut self, cx: &mut Context<'_>) -> bool {
+        !self.poll_closed(cx) && self.sender.is_ready()
+    }
+
     /// Polls the connection; `true` once it has closed (or failed) and must be dropped.
     fn poll_closed(&mut self, cx: &mut Context<'_>) -> bool {
         match self.conn.as_mut().poll(cx) {
@@ -145,18 +151,25 @@ impl Driver {
             }
         }
     }
+
+    /// Sends the request on `link` and keeps the link here, where this task polls it.
+    fn send_on(
+        &self,
+        mut link: Link,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
+        let sent = link.sender.try_send_request(req);
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(link);
+        }
+        sent
+    }
 }
 
 /// How sending to the app failed: no connection, or a failed exchange on one.
 enum Failure {
     Open(UpstreamError, String),
     Send(hyper::Error),
-}
-
-impl From<(UpstreamError, String)> for Failure {
-    fn from((kind, why): (UpstreamError, String)) -> Self {
-        Failure::Open(kind, why)
-    }
 }
 
 /// Why the app could not be reached; a label for logs and metrics.
@@ -216,10 +229,7 @@ impl Upstream {
     fn checkout(&self, cx: &mut Context<'_>) -> Option<Link> {
         loop {
             let mut link = self.idle.lock().ok()?.pop()?;
-            if link.idle_since.elapsed() < IDLE_TIMEOUT
-                && !link.poll_closed(cx)
-                && link.sender.is_ready()
-            {
+            if link.idle_since.elapsed() < IDLE_TIMEOUT && link.reusable(cx) {
                 return Some(link);
             }
         }
@@ -238,16 +248,16 @@ impl Upstream {
     }
 
     /// A new upstream connection, ready to send on.
-    async fn open(&self) -> Result<Link, (UpstreamError, String)> {
+    async fn open(&self) -> Result<Link, Failure> {
         // A connect that times out is a 502 like any other (CONNECT_TIMEOUT); 504 is for an
         // app that accepted the request and did not answer.
         let stream = self
             .connect()
             .await
-            .map_err(|e| (UpstreamError::Connect, e.to_string()))?;
+            .map_err(|e| Failure::Open(UpstreamError::Connect, e.to_string()))?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| (UpstreamError::Connect, ErrorChain(&e).to_string()))?;
+            .map_err(|e| Failure::Open(UpstreamError::Connect, ErrorChain(&e).to_string()))?;
         Ok(Link {
             sender,
             conn: Box::pin(conn),
@@ -322,47 +332,27 @@ impl Upstream {
         driver: &Driver,
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, Failure> {
-        // The link this client connection used last, if it is free again, else the pool's.
-        let mut own = driver.0.lock().ok().and_then(|mut slot| slot.take());
-        let pooled = poll_fn(|cx| {
-            if let Some(mut link) = own.take() {
-                if !link.poll_closed(cx) && link.sender.is_ready() {
-                    return Poll::Ready(Some(link));
-                }
-            }
-            Poll::Ready(self.checkout(cx))
-        })
-        .await;
+        // A link this connection still holds goes back first: the pool is LIFO, so it is
+        // the one picked again if it is free.
+        driver.release(self);
+        let pooled = poll_fn(|cx| Poll::Ready(self.checkout(cx))).await;
         let (sent, fresh) = match pooled {
-            Some(link) => (self.dispatch(driver, link, req), false),
-            None => (self.dispatch(driver, self.open().await?, req), true),
+            Some(link) => (driver.send_on(link, req), false),
+            None => (driver.send_on(self.open().await?, req), true),
         };
         match sent.await {
             Ok(resp) => Ok(resp),
             Err(mut e) => match e.take_message() {
                 Some(req) if !fresh => {
                     tracing::debug!(error = %ErrorChain(e.error()), "pooled upstream connection was closed; sending on a new one");
-                    self.dispatch(driver, self.open().await?, req)
+                    driver
+                        .send_on(self.open().await?, req)
                         .await
                         .map_err(|e| Failure::Send(e.into_error()))
                 }
                 _ => Err(Failure::Send(e.into_error())),
             },
         }
-    }
-
-    /// Hands the request to the link and the link to this client connection's task.
-    fn dispatch(
-        &self,
-        driver: &Driver,
-        mut link: Link,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>> {
-        let sent = link.sender.try_send_request(req);
-        if let Ok(mut slot) = driver.0.lock() {
-            *slot = Some(link);
-        }
-        sent
     }
 
     /// The answer when the client's own body is too large (`413`) or malformed (`400`).
