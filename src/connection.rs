@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
@@ -27,9 +27,11 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{self, Body};
 use crate::config::Config;
+use crate::fast_path::{self, Outcome};
 use crate::metrics::Metrics;
 use crate::proxy_header::{read_origin, Origin};
-use crate::{forward, health, redirect, tunnel, Shared};
+use crate::shutdown::Watch;
+use crate::{forward, health, logging, redirect, tunnel, Shared};
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,8 +293,31 @@ pub async fn serve(
         }
     };
     let ctx = Arc::new(ConnCtx::new(&origin, port));
+    let mut hard_stop = Watch::new(&shared.drain.hard_stop);
+    let (stream, leftover) = if port == Port::Tls && !origin.health_only {
+        let mut counts = fast_path::Counts::default();
+        let buf = BytesMut::from(&origin.leftover[..]);
+        let outcome = tokio::select! {
+            biased;
+            _ = &mut hard_stop => Outcome::Closed("shutdown deadline (SHUTDOWN_TIMEOUT) reached"),
+            outcome = fast_path::serve(&shared, &ctx, stream, buf, &mut counts) => outcome,
+        };
+        ctx.bytes_read.fetch_add(counts.read, Ordering::Relaxed);
+        ctx.bytes_written
+            .fetch_add(counts.written, Ordering::Relaxed);
+        match outcome {
+            Outcome::Handoff(stream, buf) => (stream, buf.freeze()),
+            Outcome::Closed(why) => {
+                shared.metrics.client_bytes(counts.read, counts.written);
+                tracing::debug!(client = %ctx.client, why, "closing connection");
+                return;
+            }
+        }
+    } else {
+        (stream, origin.leftover)
+    };
     let io = ClientIo {
-        leftover: origin.leftover,
+        leftover,
         stream,
         ctx: ctx.clone(),
     };
@@ -309,15 +334,14 @@ pub async fn serve(
     );
     let ended = {
         let config = &shared.config;
-        let mut stop = pin!(shared.drain.stop_accepting.cancelled());
-        let mut hard_stop = pin!(shared.drain.hard_stop.cancelled());
+        let mut stop = Watch::new(&shared.drain.stop_accepting);
         let mut sleep = pin!(tokio::time::sleep(config.keepalive_timeout));
         let mut graceful = false;
         poll_fn(|cx| {
-            if hard_stop.as_mut().poll(cx).is_ready() {
+            if hard_stop.poll_set(cx) {
                 return Poll::Ready(Err("shutdown deadline (SHUTDOWN_TIMEOUT) reached"));
             }
-            if !graceful && stop.as_mut().poll(cx).is_ready() {
+            if !graceful && stop.poll_set(cx) {
                 conn.as_mut().graceful_shutdown();
                 graceful = true;
             }
@@ -336,6 +360,7 @@ pub async fn serve(
         .await
     };
     drop(conn);
+    drop(hard_stop);
     ctx.upstream.release(&shared.upstream);
     shared.metrics.client_bytes(
         ctx.bytes_read.load(Ordering::Relaxed),
@@ -444,13 +469,12 @@ async fn handle(
     };
     let elapsed = started.elapsed();
     shared.metrics.request(resp.status(), elapsed);
-    tracing::info!(
-        target: "access",
-        client = %ctx.client,
-        method = %method,
-        path = uri.path(),
-        status = resp.status().as_u16(),
-        upstream_ms = if upstream { elapsed.as_secs_f64() * 1000.0 } else { 0.0 },
+    logging::access(
+        ctx.client,
+        method.as_str(),
+        uri.path(),
+        resp.status(),
+        upstream.then_some(elapsed),
     );
     Ok(resp.map(|inner| Tracked { inner, ctx }))
 }

@@ -79,6 +79,8 @@ impl HttpBody for RequestBody {
 /// The app behind the proxy and the idle connections kept to it.
 pub struct Upstream {
     idle: Mutex<Vec<Link>>,
+    /// Idle connections of the lean path (`fast_path`), which speaks HTTP/1.1 on them itself.
+    plain_idle: Mutex<Vec<(TcpStream, Instant)>>,
     max_idle: usize,
     authority: Authority,
     host: String,
@@ -204,6 +206,7 @@ impl Upstream {
             .map_err(|e| format!("DESTINATION_HOSTNAME: cannot form an address: {e}"))?;
         Ok(Upstream {
             idle: Mutex::new(Vec::new()),
+            plain_idle: Mutex::new(Vec::new()),
             max_idle: config.max_connections,
             authority,
             host: config.destination_hostname.clone(),
@@ -235,6 +238,25 @@ impl Upstream {
         }
     }
 
+    /// Returns a lean-path connection to its pool, for the next request to reuse.
+    pub fn put_plain(&self, stream: TcpStream) {
+        if let Ok(mut idle) = self.plain_idle.lock() {
+            if idle.len() < self.max_idle {
+                idle.push((stream, Instant::now()));
+            }
+        }
+    }
+
+    /// An idle lean-path connection the app has not closed, most recently used first.
+    pub fn checkout_plain(&self) -> Option<TcpStream> {
+        loop {
+            let (stream, since) = self.plain_idle.lock().ok()?.pop()?;
+            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+                return Some(stream);
+            }
+        }
+    }
+
     /// Closes pooled connections the app has closed or that sat idle too long; run now and
     /// then so that no half-closed socket lingers while there is no traffic.
     pub fn sweep(&self) {
@@ -245,6 +267,10 @@ impl Upstream {
         idle.retain_mut(|link| {
             link.idle_since.elapsed() < IDLE_TIMEOUT && !link.poll_closed(&mut cx)
         });
+        drop(idle);
+        if let Ok(mut idle) = self.plain_idle.lock() {
+            idle.retain(|(stream, since)| since.elapsed() < IDLE_TIMEOUT && still_open(stream));
+        }
     }
 
     /// A new upstream connection, ready to send on.
@@ -416,6 +442,13 @@ impl Upstream {
     pub fn response_timeout(&self) -> Duration {
         self.response_timeout
     }
+}
+
+/// Whether an idle connection is still open: nothing to read, not even the end of the stream.
+/// No system call unless the socket has become readable since it was last drained.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 /// An error and each of its causes, outermost first.

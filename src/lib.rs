@@ -8,6 +8,7 @@
 pub mod body;
 pub mod config;
 pub mod connection;
+pub mod fast_path;
 pub mod forward;
 pub mod health;
 pub mod listener;

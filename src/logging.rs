@@ -57,6 +57,24 @@ pub fn init(format: LogFormat) {
     }
 }
 
+/// The access log: one line per request, from either HTTP path.
+pub fn access(
+    client: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    status: http::StatusCode,
+    upstream: Option<Duration>,
+) {
+    tracing::info!(
+        target: "access",
+        client = %client,
+        method = %method,
+        path = path,
+        status = status.as_u16(),
+        upstream_ms = upstream.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+}
+
 /// Writes out every batched line. Called at exit so nothing logged is lost.
 pub fn flush() {
     if let Ok(mut pending) = PENDING.lock() {

@@ -1,10 +1,13 @@
 //! Graceful drain on SIGTERM: first advertise it (`/ping` answers 503), then stop accepting and
 //! let in-flight work finish, then cut whatever is still open at the deadline.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 /// The phases of a drain, shared by every listener and connection.
 #[derive(Clone, Default)]
@@ -25,6 +28,54 @@ impl Drain {
     /// Whether a shutdown has been requested.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for a token to be cancelled, registering with it only when the waker changes.
+///
+/// Connection tasks poll their shutdown tokens on every wake-up, and each poll of tokio's
+/// `Notified` takes a lock; a task's waker does not change, so once is enough.
+pub struct Watch<'a> {
+    token: &'a CancellationToken,
+    wait: Pin<Box<WaitForCancellationFuture<'a>>>,
+    registered: Option<Waker>,
+}
+
+impl<'a> Watch<'a> {
+    pub fn new(token: &'a CancellationToken) -> Self {
+        Watch {
+            token,
+            wait: Box::pin(token.cancelled()),
+            registered: None,
+        }
+    }
+
+    /// Whether the token is cancelled; if not, `cx` is woken when it is.
+    pub fn poll_set(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.token.is_cancelled() {
+            return true;
+        }
+        if self
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return false;
+        }
+        self.registered = Some(cx.waker().clone());
+        self.wait.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl Future for Watch<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.get_mut().poll_set(cx) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
