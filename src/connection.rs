@@ -296,7 +296,7 @@ pub async fn serve(
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
     let (stream, leftover) = if port == Port::Tls && !origin.health_only {
         let mut counts = fast_path::Counts::default();
-        let buf = BytesMut::from(&origin.leftover[..]);
+        let buf = BytesMut::from(origin.leftover);
         let outcome = tokio::select! {
             biased;
             _ = &mut hard_stop => Outcome::Closed("shutdown deadline (SHUTDOWN_TIMEOUT) reached"),

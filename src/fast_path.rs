@@ -84,7 +84,7 @@ pub async fn serve(
 ) -> Outcome {
     let config = &shared.config;
     let limit = config.max_header_bytes;
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::new();
     let mut ubuf = BytesMut::new();
     let mut head_started: Option<tokio::time::Instant> = None;
     loop {
@@ -451,7 +451,7 @@ async fn exchange(
     counts: &mut Counts,
 ) -> Result<(StatusCode, bool), &'static str> {
     let upstream = &shared.upstream;
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::new();
     let asking = async {
         let mut fresh_only = false;
         loop {
