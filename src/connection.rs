@@ -89,11 +89,20 @@ enum Expiry {
 impl ConnCtx {
     fn new(origin: &Origin, port: Port) -> Self {
         ConnCtx {
-            client: origin.client,
             port,
             health_only: origin.health_only,
-            forwarded_for: forward::forwarded_for(origin.client),
-            forwarded_port: origin.destination_port.map(HeaderValue::from),
+            ..ConnCtx::for_client(origin.client, origin.destination_port)
+        }
+    }
+
+    /// A forwarding-port connection from `client`, who reached the balancer on `port`.
+    pub fn for_client(client: SocketAddr, port: Option<u16>) -> Self {
+        ConnCtx {
+            client,
+            port: Port::Tls,
+            health_only: false,
+            forwarded_for: forward::forwarded_for(client),
+            forwarded_port: port.map(HeaderValue::from),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(clock()),
             head_started: AtomicU64::new(0),

@@ -804,6 +804,84 @@ mod tests {
         assert_eq!(scan(b"A\r\n0123456789\r\n", 3), Ok((15, false)));
     }
 
+    /// A connection context as the PROXY header of client 192.0.2.1, port 443, makes it.
+    fn ctx() -> ConnCtx {
+        ConnCtx::for_client("192.0.2.1:5000".parse().unwrap(), Some(443))
+    }
+
+    #[test]
+    fn the_app_gets_the_clients_head_with_forwarding_headers_replaced() {
+        let head = b"GET /a?b=%20 HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                     Keep-Alive: 5\r\nX-Real-IP: 6.6.6.6\r\nConnection: keep-alive\r\nAccept: */*\r\n\r\nGET";
+        let mut out = Vec::new();
+        let Head::Take(plan) = parse_request(head, &ctx(), 8192, &mut out) else {
+            panic!("taken");
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a?b=%20 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-forwarded-for: 192.0.2.1\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-port: 443\r\n\r\n"
+        );
+        assert_eq!(plan.head_len, head.len() - 3);
+        assert_eq!(&head[plan.path], b"/a");
+        assert!(!plan.close && plan.idempotent);
+    }
+
+    #[test]
+    fn requests_hyper_must_judge_are_handed_over() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, X-Hop\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        ] {
+            let taken = matches!(
+                parse_request(head, &ctx(), 8192, &mut Vec::new()),
+                Head::Take(_)
+            );
+            assert!(!taken, "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_chunked_body_is_found_whole_in_any_split(
+            sizes in proptest::collection::vec(0usize..300, 0..8),
+            step in 1usize..64,
+        ) {
+            let mut body = Vec::new();
+            for (i, n) in sizes.iter().filter(|&&n| n > 0).enumerate() {
+                body.extend_from_slice(format!("{n:x}{}\r\n", if i % 2 == 0 { "" } else { ";x=y" }).as_bytes());
+                body.extend(std::iter::repeat_n(b'a', *n));
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\nT: 1\r\n\r\n");
+            let whole = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            proptest::prop_assert_eq!(scan(&body, step), Ok((whole, true)));
+        }
+
+        #[test]
+        fn parsers_never_panic_and_never_overrun(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            if let Ok((n, _)) = Chunked::default().feed(&input) {
+                proptest::prop_assert!(n <= input.len());
+            }
+            let mut out = Vec::new();
+            if let Head::Take(plan) = parse_request(&input, &ctx(), 8192, &mut out) {
+                proptest::prop_assert!(plan.head_len <= input.len());
+                proptest::prop_assert!(out.ends_with(b"\r\n\r\n"));
+            }
+        }
+    }
+
     #[test]
     fn malformed_chunked_framing_is_refused() {
         for bad in [
