@@ -11,8 +11,10 @@
 //! so far, to hyper for the rest of its life ([`Outcome::Handoff`]). hyper then answers it,
 //! errors included, as it answers every connection that never came this way.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::ops::Range;
+use std::pin::{pin, Pin};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -20,10 +22,12 @@ use http::StatusCode;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::body::Body;
 use crate::connection::ConnCtx;
 use crate::forward::UpstreamError;
+use crate::shutdown::Watch;
 use crate::{logging, Shared};
 
 /// As many header lines as hyper accepts by default; more goes to hyper, which refuses it.
@@ -73,36 +77,45 @@ enum Head {
     Handoff,
 }
 
+/// The client connection as the lean path holds it.
+struct Client<'a> {
+    shared: &'a Shared,
+    ctx: &'a ConnCtx,
+    stream: TcpStream,
+    counts: &'a mut Counts,
+    /// The one timer behind every clock of the connection (see [`until`]).
+    timer: Pin<Box<Sleep>>,
+    stop: Watch<'a>,
+}
+
 /// Serves requests on `client` until it closes or needs hyper. `buf` holds what was read past
 /// the PROXY header.
 pub async fn serve(
     shared: &Shared,
     ctx: &ConnCtx,
-    mut client: TcpStream,
+    client: TcpStream,
     mut buf: BytesMut,
     counts: &mut Counts,
 ) -> Outcome {
-    let config = &shared.config;
-    let limit = config.max_header_bytes;
+    let limit = shared.config.max_header_bytes;
+    let mut conn = Client {
+        shared,
+        ctx,
+        stream: client,
+        counts,
+        timer: Box::pin(tokio::time::sleep(shared.config.keepalive_timeout)),
+        stop: Watch::new(&shared.drain.stop_accepting),
+    };
     let mut out = Vec::new();
     let mut ubuf = BytesMut::new();
     let mut head_started: Option<tokio::time::Instant> = None;
     loop {
         let plan = match parse_request(&buf, ctx, limit, &mut out) {
             Head::Take(plan) => plan,
-            Head::Handoff => return Outcome::Handoff(client, buf),
-            Head::Partial if buf.len() >= limit => return Outcome::Handoff(client, buf),
+            Head::Handoff => return Outcome::Handoff(conn.stream, buf),
+            Head::Partial if buf.len() >= limit => return Outcome::Handoff(conn.stream, buf),
             Head::Partial => {
-                if let Err(why) = read_more(
-                    shared,
-                    ctx,
-                    &mut client,
-                    &mut buf,
-                    &mut head_started,
-                    counts,
-                )
-                .await
-                {
+                if let Err(why) = read_more(&mut conn, &mut buf, &mut head_started).await {
                     return Outcome::Closed(why);
                 }
                 continue;
@@ -110,7 +123,7 @@ pub async fn serve(
         };
         head_started = None;
         let started = Instant::now();
-        let answer = exchange(shared, ctx, &mut client, &out, &plan, &mut ubuf, counts).await;
+        let answer = exchange(&mut conn, &out, &plan, &mut ubuf).await;
         let elapsed = started.elapsed();
         if ubuf.capacity() > KEEP_CAPACITY {
             ubuf = BytesMut::new();
@@ -141,45 +154,73 @@ pub async fn serve(
     }
 }
 
+/// Runs `fut` until `deadline`; `None` if the deadline came first.
+///
+/// The connection's clocks share one timer, which is moved only when it must fire earlier;
+/// firing early just re-arms it. A timer registered and removed for each request cost more
+/// than the rest of the request's bookkeeping.
+async fn until<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Option<F::Output> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            _ = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
 /// Reads more of a request head: the keep-alive clock runs while nothing has arrived, the
 /// request-header clock from the first byte; a drain closes a connection that is idle.
 async fn read_more(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    client: &mut TcpStream,
+    conn: &mut Client<'_>,
     buf: &mut BytesMut,
     head_started: &mut Option<tokio::time::Instant>,
-    counts: &mut Counts,
 ) -> Result<(), &'static str> {
-    let config = &shared.config;
+    let config = &conn.shared.config;
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
     let idle = buf.is_empty();
     let deadline = if idle {
-        if shared.drain.stop_accepting.is_cancelled() {
-            return Err("draining");
-        }
         tokio::time::Instant::now() + config.keepalive_timeout
     } else {
         *head_started.get_or_insert_with(tokio::time::Instant::now) + config.request_header_timeout
     };
-    let n = tokio::select! {
-        biased;
-        read = client.read_buf(buf) => read.map_err(|_| "client read error")?,
-        _ = tokio::time::sleep_until(deadline) => {
-            if idle {
-                return Err("keep-alive idle timeout");
-            }
-            tracing::warn!(client = %ctx.client, "request headers not received within REQUEST_HEADER_TIMEOUT; closing");
+    let (stream, stop) = (&mut conn.stream, &mut conn.stop);
+    let read = async {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => Ok(read),
+            _ = stop, if idle => Err("draining"),
+        }
+    };
+    let n = match until(&mut conn.timer, deadline, read).await {
+        Some(Ok(Ok(n))) => n,
+        Some(Ok(Err(_))) => return Err("client read error"),
+        Some(Err(why)) => return Err(why),
+        None if idle => return Err("keep-alive idle timeout"),
+        None => {
+            tracing::warn!(client = %conn.ctx.client, "request headers not received within REQUEST_HEADER_TIMEOUT; closing");
             return Err("request header timeout");
         }
-        _ = shared.drain.stop_accepting.cancelled(), if idle => return Err("draining"),
     };
     if n == 0 {
         return Err("client closed the connection");
     }
-    counts.read += n as u64;
+    conn.counts.read += n as u64;
     Ok(())
 }
 
@@ -442,14 +483,12 @@ impl Failed {
 /// whether the client connection must close; `Err` means the response was cut short and the
 /// client connection closes now.
 async fn exchange(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    client: &mut TcpStream,
+    conn: &mut Client<'_>,
     head: &[u8],
     plan: &Plan,
     ubuf: &mut BytesMut,
-    counts: &mut Counts,
 ) -> Result<(StatusCode, bool), &'static str> {
+    let shared = conn.shared;
     let upstream = &shared.upstream;
     let mut out = Vec::new();
     let asking = async {
@@ -470,16 +509,8 @@ async fn exchange(
                 })?,
             };
             ubuf.clear();
-            match ask(
-                &mut app,
-                head,
-                plan,
-                ubuf,
-                shared.drain.stop_accepting.is_cancelled(),
-                &mut out,
-            )
-            .await
-            {
+            let draining = shared.drain.stop_accepting.is_set();
+            match ask(&mut app, head, plan, ubuf, draining, &mut out).await {
                 Ok(reply) => return Ok((app, reply)),
                 Err(f) if f.silent && retryable => {
                     tracing::debug!(error = %f.why, "pooled upstream connection was closed; sending on a new one");
@@ -489,22 +520,16 @@ async fn exchange(
             }
         }
     };
-    let (mut app, reply) = match tokio::time::timeout(upstream.response_timeout(), asking).await {
-        Ok(Ok(found)) => found,
-        Ok(Err(f)) => return refuse(shared, ctx, client, f.kind, &f.why, plan, counts).await,
-        Err(_) => {
-            return refuse(
-                shared,
-                ctx,
-                client,
-                UpstreamError::Timeout,
-                "no response headers within RESPONSE_TIMEOUT",
-                plan,
-                counts,
-            )
-            .await
+    let deadline = tokio::time::Instant::now() + upstream.response_timeout();
+    let (mut app, reply) = match until(&mut conn.timer, deadline, asking).await {
+        Some(Ok(found)) => found,
+        Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
+        None => {
+            let why = "no response headers within RESPONSE_TIMEOUT";
+            return refuse(conn, UpstreamError::Timeout, why, plan).await;
         }
     };
+    let (ctx, client, counts) = (conn.ctx, &mut conn.stream, &mut *conn.counts);
     let clean = relay_body(ctx, client, &mut app, &out, &reply, ubuf, counts).await?;
     if clean && reply.reusable {
         upstream.put_plain(app);
@@ -625,16 +650,14 @@ async fn write_two(w: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
 
 /// Logs an upstream failure and gives the client the same answer the hyper path gives.
 async fn refuse(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    client: &mut TcpStream,
+    conn: &mut Client<'_>,
     kind: UpstreamError,
     why: &str,
     plan: &Plan,
-    counts: &mut Counts,
 ) -> Result<(StatusCode, bool), &'static str> {
-    let mut resp = shared.upstream.fail(ctx, &shared.metrics, kind, &why);
-    let close = plan.close || shared.drain.stop_accepting.is_cancelled();
+    let shared = conn.shared;
+    let mut resp = shared.upstream.fail(conn.ctx, &shared.metrics, kind, &why);
+    let close = plan.close || shared.drain.stop_accepting.is_set();
     if close {
         resp.headers_mut().insert(
             http::header::CONNECTION,
@@ -643,11 +666,11 @@ async fn refuse(
     }
     let status = resp.status();
     let bytes = serialize(resp).await;
-    client
+    conn.stream
         .write_all(&bytes)
         .await
         .map_err(|_| "client write error")?;
-    counts.written += bytes.len() as u64;
+    conn.counts.written += bytes.len() as u64;
     Ok((status, close))
 }
 

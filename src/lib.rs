@@ -167,7 +167,7 @@ impl Proxy {
             tokio::time::sleep(shared.config.shutdown_delay).await;
         }
         tracing::info!(timeout = ?shared.config.shutdown_timeout, "no longer accepting; waiting for open connections");
-        drain.stop_accepting.cancel();
+        drain.stop_accepting.fire();
         let _ = tokio::join!(accept_plain, accept_tls);
         tracker.close();
         if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
@@ -178,10 +178,10 @@ impl Proxy {
                 open = tracker.len(),
                 "shutdown deadline reached; closing what is still open"
             );
-            drain.hard_stop.cancel();
+            drain.hard_stop.fire();
             tracker.wait().await;
         }
-        drain.hard_stop.cancel();
+        drain.hard_stop.fire();
         sweeper.abort();
         tracing::info!("shutdown complete");
         Ok(())

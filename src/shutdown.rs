@@ -14,9 +14,35 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 pub struct Drain {
     draining: Arc<AtomicBool>,
     /// Listeners stop accepting; idle keep-alive connections close; requests in flight finish.
-    pub stop_accepting: CancellationToken,
+    pub stop_accepting: Signal,
     /// The shutdown deadline has passed: every connection and tunnel is closed now.
-    pub hard_stop: CancellationToken,
+    pub hard_stop: Signal,
+}
+
+/// A one-way switch that can be waited for. `CancellationToken::is_cancelled` takes a lock,
+/// and connections ask on every request, so the switch's state is also kept in an atomic.
+#[derive(Clone, Default)]
+pub struct Signal {
+    token: CancellationToken,
+    set: Arc<AtomicBool>,
+}
+
+impl Signal {
+    /// Throws the switch and wakes everyone waiting for it.
+    pub fn fire(&self) {
+        self.set.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Whether the switch has been thrown.
+    pub fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the switch has been thrown.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
 }
 
 impl Drain {
@@ -31,28 +57,28 @@ impl Drain {
     }
 }
 
-/// Waits for a token to be cancelled, registering with it only when the waker changes.
+/// Waits for a [`Signal`], registering with it only when the waker changes.
 ///
 /// Connection tasks poll their shutdown tokens on every wake-up, and each poll of tokio's
 /// `Notified` takes a lock; a task's waker does not change, so once is enough.
 pub struct Watch<'a> {
-    token: &'a CancellationToken,
+    signal: &'a Signal,
     wait: Pin<Box<WaitForCancellationFuture<'a>>>,
     registered: Option<Waker>,
 }
 
 impl<'a> Watch<'a> {
-    pub fn new(token: &'a CancellationToken) -> Self {
+    pub fn new(signal: &'a Signal) -> Self {
         Watch {
-            token,
-            wait: Box::pin(token.cancelled()),
+            signal,
+            wait: Box::pin(signal.cancelled()),
             registered: None,
         }
     }
 
-    /// Whether the token is cancelled; if not, `cx` is woken when it is.
+    /// Whether the signal has fired; if not, `cx` is woken when it is.
     pub fn poll_set(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.token.is_cancelled() {
+        if self.signal.is_set() {
             return true;
         }
         if self
