@@ -26,7 +26,7 @@ use tokio::time::Sleep;
 
 use crate::body::Body;
 use crate::connection::ConnCtx;
-use crate::forward::UpstreamError;
+use crate::forward::{is_forwarding, is_hop_by_hop, UpstreamError};
 use crate::shutdown::Watch;
 use crate::{logging, Shared};
 
@@ -107,6 +107,7 @@ pub async fn serve(
         stop: Watch::new(&shared.drain.stop_accepting),
     };
     let mut out = Vec::new();
+    let mut reply_head = Vec::new();
     let mut ubuf = BytesMut::new();
     let mut head_started: Option<tokio::time::Instant> = None;
     loop {
@@ -123,7 +124,7 @@ pub async fn serve(
         };
         head_started = None;
         let started = Instant::now();
-        let answer = exchange(&mut conn, &out, &plan, &mut ubuf).await;
+        let answer = exchange(&mut conn, &out, &plan, &mut reply_head, &mut ubuf).await;
         let elapsed = started.elapsed();
         if ubuf.capacity() > KEEP_CAPACITY {
             ubuf = BytesMut::new();
@@ -275,14 +276,7 @@ fn parse_request(buf: &[u8], ctx: &ConnCtx, limit: usize, out: &mut Vec<u8>) -> 
         } else if is("host") {
             hosts += 1;
         }
-        if is("keep-alive")
-            || is("te")
-            || is("trailer")
-            || is("proxy-connection")
-            || is("forwarded")
-            || is("x-real-ip")
-            || (name.len() >= 12 && name[..12].eq_ignore_ascii_case("x-forwarded-"))
-        {
+        if is_hop_by_hop(name) || is_forwarding(name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -425,15 +419,8 @@ fn parse_response(
     }
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        let is = |other: &str| h.name.eq_ignore_ascii_case(other);
-        let hop = is("connection")
-            || is("keep-alive")
-            || is("proxy-connection")
-            || is("te")
-            || is("trailer")
-            || is("upgrade")
-            || is("transfer-encoding")
-            || (framing == Framing::Chunked && is("content-length"))
+        let hop = is_hop_by_hop(h.name)
+            || (framing == Framing::Chunked && h.name.eq_ignore_ascii_case("content-length"))
             || named
                 .iter()
                 .any(|n| h.name.as_bytes().eq_ignore_ascii_case(n));
@@ -479,18 +466,19 @@ impl Failed {
     }
 }
 
-/// Sends one request to the app and the response to the client. `Ok` carries the status and
+/// Sends one request to the app and the response to the client, its head rewritten into
+/// `out`. `Ok` carries the status and
 /// whether the client connection must close; `Err` means the response was cut short and the
 /// client connection closes now.
 async fn exchange(
     conn: &mut Client<'_>,
     head: &[u8],
     plan: &Plan,
+    out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
 ) -> Result<(StatusCode, bool), &'static str> {
     let shared = conn.shared;
     let upstream = &shared.upstream;
-    let mut out = Vec::new();
     let asking = async {
         let mut fresh_only = false;
         loop {
@@ -510,7 +498,7 @@ async fn exchange(
             };
             ubuf.clear();
             let draining = shared.drain.stop_accepting.is_set();
-            match ask(&mut app, head, plan, ubuf, draining, &mut out).await {
+            match ask(&mut app, head, plan, ubuf, draining, out).await {
                 Ok(reply) => return Ok((app, reply)),
                 Err(f) if f.silent && retryable => {
                     tracing::debug!(error = %f.why, "pooled upstream connection was closed; sending on a new one");
@@ -530,7 +518,7 @@ async fn exchange(
         }
     };
     let (ctx, client, counts) = (conn.ctx, &mut conn.stream, &mut *conn.counts);
-    let clean = relay_body(ctx, client, &mut app, &out, &reply, ubuf, counts).await?;
+    let clean = relay_body(ctx, client, &mut app, out, &reply, ubuf, counts).await?;
     if clean && reply.reusable {
         upstream.put_plain(app);
     }

@@ -518,6 +518,24 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// Whether a header describes one hop only: `Connection` or one of the fixed hop-by-hop set.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("connection")
+        || HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+}
+
+/// Whether a client-sent header claims to say where the request came from; the proxy's own
+/// `X-Forwarded-*` replace all of them.
+pub fn is_forwarding(name: &str) -> bool {
+    name.eq_ignore_ascii_case("forwarded")
+        || name.eq_ignore_ascii_case("x-real-ip")
+        || name
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case("x-forwarded-"))
+}
+
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
@@ -555,15 +573,10 @@ pub fn rewrite_request_headers(
         headers.remove(header::CONTENT_LENGTH);
     }
     strip_hop_by_hop(headers);
-    headers.remove(header::FORWARDED);
-    headers.remove("x-real-ip");
-    if headers
-        .keys()
-        .any(|k| k.as_str().starts_with("x-forwarded-"))
-    {
+    if headers.keys().any(|k| is_forwarding(k.as_str())) {
         let spoofed: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with("x-forwarded-"))
+            .filter(|k| is_forwarding(k.as_str()))
             .cloned()
             .collect();
         for name in spoofed {
