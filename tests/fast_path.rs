@@ -1,6 +1,6 @@
 //! The lean HTTP/1.1 path against an app that speaks raw bytes: chunked bodies split anywhere,
-//! informational responses, bodies delimited by close, HEAD, pipelining, and a connection
-//! that moves to hyper midway when a request carries a body.
+//! informational responses, bodies delimited by close, HEAD, pipelining, a connection that
+//! moves to hyper midway when a request carries a body, and response heads it refuses.
 
 mod common;
 
@@ -38,6 +38,18 @@ fn scripted(path: &str, head: &str) -> (Vec<u8>, bool) {
         "/eof" => (b"HTTP/1.0 200 OK\r\n\r\nuntil close".to_vec(), true),
         "/head" => (
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec(),
+            false,
+        ),
+        "/conflict" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok".to_vec(),
+            false,
+        ),
+        "/gzip-framed" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
+            false,
+        ),
+        "/switch" => (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n".to_vec(),
             false,
         ),
         "/bad-chunk" => (
@@ -244,4 +256,29 @@ async fn a_malformed_chunked_response_closes_only_that_client() {
     )
     .await;
     assert_eq!(status(&resp), 200, "{resp}");
+}
+
+#[tokio::test]
+async fn response_heads_the_proxy_cannot_frame_get_502_and_others_are_served() {
+    let app = start_raw_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    for (i, path) in ["/conflict", "/gzip-framed", "/switch"].iter().enumerate() {
+        let client = format!("192.0.2.{}", 70 + i);
+        let resp = exchange(proxy.tls, &[v1(&client, 443), get(path, "")].concat()).await;
+        assert_eq!(status(&resp), 502, "{path}: {resp}");
+        assert!(
+            resp.ends_with("the app is not reachable\n"),
+            "{path}: {resp}"
+        );
+    }
+    let resp = exchange(
+        proxy.tls,
+        &[v1("192.0.2.79", 443), get("/echo", "")].concat(),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(proxy
+        .proxy_metrics
+        .render()
+        .contains("elb_ws_proxy_upstream_errors_total{kind=\"reset\"} 3"));
 }
