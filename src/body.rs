@@ -1,9 +1,14 @@
-//! The one response body type: the app's streamed body, or a short answer of the proxy's own.
+//! The body types: the response body (the app's, streamed, or a short answer of the proxy's
+//! own) and the client's request body on its way to the app.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
+use http_body_util::{Either, Full, Limited};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 /// Either the app's body, passed through as it streams, or a small body the proxy wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -26,4 +31,47 @@ fn with_type(status: StatusCode, body: &'static str, content_type: &'static str)
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
+}
+
+/// The client's body on its way to the app: its first frame was read before the request was
+/// sent, so a body malformed from its first byte is answered `400` without reaching the app.
+pub(crate) struct RequestBody {
+    pub(crate) first: Option<Frame<Bytes>>,
+    pub(crate) rest: Limited<Incoming>,
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match this.first.take() {
+            Some(frame) => Poll::Ready(Some(Ok(frame))),
+            None => Pin::new(&mut this.rest).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let rest = self.rest.size_hint();
+        let first = self
+            .first
+            .as_ref()
+            .and_then(|f| f.data_ref())
+            .map_or(0, |d| d.len() as u64);
+        // Upper first: `set_lower` asserts it does not exceed the current upper bound.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(first));
+        }
+        hint.set_lower(rest.lower().saturating_add(first));
+        hint
+    }
 }

@@ -10,37 +10,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-/// One documented setting: its variable, its default (empty when required) and what it does.
-pub struct Setting {
-    pub name: &'static str,
-    pub default: &'static str,
-    pub meaning: &'static str,
-}
-
-/// Every setting the proxy reads, in the order `--help` and the README list them.
-pub const SETTINGS: &[Setting] = &[
-    Setting { name: "LISTEN_ON", default: "(required)", meaning: "port for plain-HTTP connections from the balancer; every request is redirected to https" },
-    Setting { name: "LISTEN_ON_TLS", default: "(required)", meaning: "port for TLS-terminated connections from the balancer; requests are forwarded to the app" },
-    Setting { name: "DESTINATION_HOSTNAME", default: "(required)", meaning: "the app's host name or address, resolved on every new upstream connection" },
-    Setting { name: "DESTINATION_PORT", default: "(required)", meaning: "the app's port" },
-    Setting { name: "LISTEN_ADDRESS", default: "0.0.0.0", meaning: "address both listeners bind (`::` for IPv6 and IPv4)" },
-    Setting { name: "PROXY_PROTOCOL", default: "required", meaning: "`required`, `optional` (use a header when present) or `off` (never read one)" },
-    Setting { name: "TRUSTED_PROXIES", default: "(any)", meaning: "comma-separated CIDRs allowed to send PROXY headers; others are refused" },
-    Setting { name: "PROXY_HEADER_TIMEOUT", default: "5s", meaning: "time for the PROXY header to arrive" },
-    Setting { name: "REQUEST_HEADER_TIMEOUT", default: "10s", meaning: "time for a request's headers to arrive once it has started" },
-    Setting { name: "KEEPALIVE_TIMEOUT", default: "75s", meaning: "idle client keep-alive connections are closed after this" },
-    Setting { name: "CONNECT_TIMEOUT", default: "5s", meaning: "time to connect to the app before answering 502" },
-    Setting { name: "RESPONSE_TIMEOUT", default: "60s", meaning: "time for the app's response headers before answering 504" },
-    Setting { name: "WEBSOCKET_IDLE_TIMEOUT", default: "0", meaning: "close an upgraded connection idle this long in both directions (0 = never)" },
-    Setting { name: "MAX_CONNECTIONS", default: "10000", meaning: "open client connections; further ones wait in the accept queue" },
-    Setting { name: "MAX_HEADER_BYTES", default: "64KiB", meaning: "larger request headers get 431" },
-    Setting { name: "MAX_BODY_BYTES", default: "0", meaning: "larger request bodies get 413 (0 = no limit)" },
-    Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },
-    Setting { name: "SHUTDOWN_TIMEOUT", default: "30s", meaning: "then let in-flight work finish for at most this long, and exit" },
-    Setting { name: "METRICS_LISTEN", default: "(off)", meaning: "address:port for Prometheus metrics at /metrics" },
-    Setting { name: "LOG_FORMAT", default: "text", meaning: "`text` or `json` (one object per line)" },
-    Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },
-];
+use crate::settings::default_of;
+pub use crate::settings::{parse_duration, parse_size, Setting, REQUIRED, SETTINGS};
 
 /// Whether connections must, may or must not begin with a PROXY protocol header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +47,7 @@ pub struct Config {
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub max_body_bytes: Option<u64>,
+    pub upgrade_protocols: Vec<String>,
     pub shutdown_delay: Duration,
     pub shutdown_timeout: Duration,
     pub metrics_listen: Option<SocketAddr>,
@@ -128,6 +100,7 @@ struct RawEnv {
     max_connections: Option<String>,
     max_header_bytes: Option<String>,
     max_body_bytes: Option<String>,
+    upgrade_protocols: Option<String>,
     shutdown_delay: Option<String>,
     shutdown_timeout: Option<String>,
     metrics_listen: Option<String>,
@@ -135,14 +108,15 @@ struct RawEnv {
 }
 
 impl Config {
-    /// A configuration with every optional setting at its default.
+    /// A configuration with every optional setting at its documented default
+    /// ([`SETTINGS`]). Tests use it with port 0 and adjust fields.
     pub fn new(
         listen_on: u16,
         listen_on_tls: u16,
         destination_hostname: &str,
         destination_port: u16,
     ) -> Self {
-        Config {
+        let mut c = Config {
             listen_address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             listen_on,
             listen_on_tls,
@@ -150,20 +124,24 @@ impl Config {
             destination_port,
             proxy_protocol: ProxyProtocol::Required,
             trusted_proxies: Vec::new(),
-            proxy_header_timeout: Duration::from_secs(5),
-            request_header_timeout: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(75),
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(60),
+            proxy_header_timeout: Duration::ZERO,
+            request_header_timeout: Duration::ZERO,
+            keepalive_timeout: Duration::ZERO,
+            connect_timeout: Duration::ZERO,
+            response_timeout: Duration::ZERO,
             websocket_idle_timeout: None,
-            max_connections: 10_000,
-            max_header_bytes: 64 * 1024,
+            max_connections: 0,
+            max_header_bytes: 0,
             max_body_bytes: None,
+            upgrade_protocols: Vec::new(),
             shutdown_delay: Duration::ZERO,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::ZERO,
             metrics_listen: None,
             log_format: LogFormat::Text,
-        }
+        };
+        c.apply(RawEnv::default())
+            .expect("every default in SETTINGS is a valid value");
+        c
     }
 
     /// Reads and validates the process environment.
@@ -182,27 +160,20 @@ impl Config {
             expected: "string values".into(),
             found: Some(e.to_string()),
         })?;
-        Self::from_raw(raw)
-    }
-
-    fn from_raw(raw: RawEnv) -> Result<Self, ConfigError> {
-        let listen_on = port("LISTEN_ON", required("LISTEN_ON", raw.listen_on, PORT)?)?;
-        let listen_on_tls = port(
-            "LISTEN_ON_TLS",
-            required("LISTEN_ON_TLS", raw.listen_on_tls, PORT)?,
+        let listen_on = port(
+            "LISTEN_ON",
+            required("LISTEN_ON", raw.listen_on.clone(), PORT)?,
         )?;
-        let host = required("DESTINATION_HOSTNAME", raw.destination_hostname, HOST)?;
+        let tls = required("LISTEN_ON_TLS", raw.listen_on_tls.clone(), PORT)?;
+        let listen_on_tls = port("LISTEN_ON_TLS", tls)?;
+        let host = required(
+            "DESTINATION_HOSTNAME",
+            raw.destination_hostname.clone(),
+            HOST,
+        )?;
         let destination_hostname = hostname("DESTINATION_HOSTNAME", host)?;
-        let destination_port = port(
-            "DESTINATION_PORT",
-            required("DESTINATION_PORT", raw.destination_port, PORT)?,
-        )?;
-        let mut c = Config::new(
-            listen_on,
-            listen_on_tls,
-            &destination_hostname,
-            destination_port,
-        );
+        let dest = required("DESTINATION_PORT", raw.destination_port.clone(), PORT)?;
+        let destination_port = port("DESTINATION_PORT", dest)?;
         if listen_on == listen_on_tls {
             return Err(invalid(
                 "LISTEN_ON_TLS",
@@ -210,139 +181,107 @@ impl Config {
                 listen_on_tls.to_string(),
             ));
         }
-        if let Some(v) = raw.listen_address {
-            c.listen_address = v
-                .trim()
-                .parse()
-                .map_err(|_| invalid("LISTEN_ADDRESS", "an IP address such as 0.0.0.0 or ::", v))?;
-        }
-        if let Some(v) = raw.proxy_protocol {
-            c.proxy_protocol = match v.trim().to_ascii_lowercase().as_str() {
-                "required" => ProxyProtocol::Required,
-                "optional" => ProxyProtocol::Optional,
-                "off" => ProxyProtocol::Off,
-                _ => {
-                    return Err(invalid(
-                        "PROXY_PROTOCOL",
-                        "one of required, optional, off",
-                        v,
-                    ))
-                }
-            };
-        }
-        if let Some(v) = raw.trusted_proxies {
-            c.trusted_proxies = parse_cidrs(&v).ok_or_else(|| {
-                invalid(
-                    "TRUSTED_PROXIES",
-                    "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8",
-                    v.clone(),
-                )
-            })?;
-        }
-        let duration = |name: &'static str, v: Option<String>, default: Duration| match v {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).ok_or_else(|| invalid(name, DURATION, v)),
+        let mut c = Config::new(
+            listen_on,
+            listen_on_tls,
+            &destination_hostname,
+            destination_port,
+        );
+        c.apply(raw)?;
+        Ok(c)
+    }
+
+    /// Sets every optional setting from `raw`, or from its default in [`SETTINGS`] when unset:
+    /// both go through the same parser.
+    fn apply(&mut self, raw: RawEnv) -> Result<(), ConfigError> {
+        let value = |name: &'static str, v: Option<String>| {
+            (name, v.unwrap_or_else(|| default_of(name).to_owned()))
         };
-        c.proxy_header_timeout = positive(
-            "PROXY_HEADER_TIMEOUT",
-            duration(
-                "PROXY_HEADER_TIMEOUT",
-                raw.proxy_header_timeout,
-                c.proxy_header_timeout,
-            )?,
-        )?;
-        c.request_header_timeout = positive(
-            "REQUEST_HEADER_TIMEOUT",
-            duration(
-                "REQUEST_HEADER_TIMEOUT",
-                raw.request_header_timeout,
-                c.request_header_timeout,
-            )?,
-        )?;
-        c.keepalive_timeout = positive(
-            "KEEPALIVE_TIMEOUT",
-            duration(
-                "KEEPALIVE_TIMEOUT",
-                raw.keepalive_timeout,
-                c.keepalive_timeout,
-            )?,
-        )?;
-        c.connect_timeout = positive(
-            "CONNECT_TIMEOUT",
-            duration("CONNECT_TIMEOUT", raw.connect_timeout, c.connect_timeout)?,
-        )?;
-        c.response_timeout = positive(
-            "RESPONSE_TIMEOUT",
-            duration("RESPONSE_TIMEOUT", raw.response_timeout, c.response_timeout)?,
-        )?;
-        let idle = duration(
-            "WEBSOCKET_IDLE_TIMEOUT",
-            raw.websocket_idle_timeout,
-            Duration::ZERO,
-        )?;
-        c.websocket_idle_timeout = (!idle.is_zero()).then_some(idle);
-        c.shutdown_delay = duration("SHUTDOWN_DELAY", raw.shutdown_delay, c.shutdown_delay)?;
-        c.shutdown_timeout =
-            duration("SHUTDOWN_TIMEOUT", raw.shutdown_timeout, c.shutdown_timeout)?;
-        if let Some(v) = raw.max_connections {
-            c.max_connections = match v.trim().parse::<usize>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => n,
-                _ => {
-                    return Err(invalid(
-                        "MAX_CONNECTIONS",
-                        "a whole number from 1 to 1000000",
-                        v,
-                    ))
-                }
-            };
-        }
-        if let Some(v) = raw.max_header_bytes {
-            c.max_header_bytes = match parse_size(&v) {
-                Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
-                _ => {
-                    return Err(invalid(
-                        "MAX_HEADER_BYTES",
-                        "a size from 1KiB to 1MiB, such as 64KiB or 16384",
-                        v,
-                    ))
-                }
-            };
-        }
-        if let Some(v) = raw.max_body_bytes {
-            let n = parse_size(&v).ok_or_else(|| {
-                invalid(
-                    "MAX_BODY_BYTES",
-                    "a size such as 10MiB, 1GB or 0 for no limit",
-                    v,
-                )
-            })?;
-            c.max_body_bytes = (n > 0).then_some(n);
-        }
-        if let Some(v) = raw.metrics_listen {
+        let duration = |(name, v): (&'static str, String)| {
+            parse_duration(&v).ok_or_else(|| invalid(name, DURATION, v))
+        };
+        let positive = |(name, v): (&'static str, String)| match duration((name, v.clone()))? {
+            d if d.is_zero() => Err(invalid(name, "a duration greater than zero", v)),
+            d => Ok(d),
+        };
+        let (name, v) = value("LISTEN_ADDRESS", raw.listen_address);
+        self.listen_address = v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(name, "an IP address such as 0.0.0.0 or ::", v))?;
+        let (name, v) = value("PROXY_PROTOCOL", raw.proxy_protocol);
+        self.proxy_protocol = match v.trim().to_ascii_lowercase().as_str() {
+            "required" => ProxyProtocol::Required,
+            "optional" => ProxyProtocol::Optional,
+            "off" => ProxyProtocol::Off,
+            _ => return Err(invalid(name, "one of required, optional, off", v)),
+        };
+        let (name, v) = value("TRUSTED_PROXIES", raw.trusted_proxies);
+        self.trusted_proxies = if v.trim().eq_ignore_ascii_case("any") {
+            Vec::new()
+        } else {
+            let expected = "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8, or any";
+            parse_cidrs(&v).ok_or_else(|| invalid(name, expected, v.clone()))?
+        };
+        self.proxy_header_timeout =
+            positive(value("PROXY_HEADER_TIMEOUT", raw.proxy_header_timeout))?;
+        self.request_header_timeout =
+            positive(value("REQUEST_HEADER_TIMEOUT", raw.request_header_timeout))?;
+        self.keepalive_timeout = positive(value("KEEPALIVE_TIMEOUT", raw.keepalive_timeout))?;
+        self.connect_timeout = positive(value("CONNECT_TIMEOUT", raw.connect_timeout))?;
+        self.response_timeout = positive(value("RESPONSE_TIMEOUT", raw.response_timeout))?;
+        let idle = duration(value("WEBSOCKET_IDLE_TIMEOUT", raw.websocket_idle_timeout))?;
+        self.websocket_idle_timeout = (!idle.is_zero()).then_some(idle);
+        self.shutdown_delay = duration(value("SHUTDOWN_DELAY", raw.shutdown_delay))?;
+        self.shutdown_timeout = duration(value("SHUTDOWN_TIMEOUT", raw.shutdown_timeout))?;
+        let (name, v) = value("MAX_CONNECTIONS", raw.max_connections);
+        self.max_connections = match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1_000_000).contains(&n) => n,
+            _ => return Err(invalid(name, "a whole number from 1 to 1000000", v)),
+        };
+        let (name, v) = value("MAX_HEADER_BYTES", raw.max_header_bytes);
+        self.max_header_bytes = match parse_size(&v) {
+            Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
+            _ => {
+                let expected = "a size from 1KiB to 1MiB, such as 64KiB or 16384";
+                return Err(invalid(name, expected, v));
+            }
+        };
+        let (name, v) = value("MAX_BODY_BYTES", raw.max_body_bytes);
+        let n = parse_size(&v)
+            .ok_or_else(|| invalid(name, "a size such as 10MiB, 1GB or 0 for no limit", v))?;
+        self.max_body_bytes = (n > 0).then_some(n);
+        let (name, v) = value("UPGRADE_PROTOCOLS", raw.upgrade_protocols);
+        self.upgrade_protocols = parse_protocols(&v).ok_or_else(|| {
+            invalid(
+                name,
+                "comma-separated protocol names such as websocket (never h2c)",
+                v,
+            )
+        })?;
+        let (name, v) = value("METRICS_LISTEN", raw.metrics_listen);
+        self.metrics_listen = if v.trim().eq_ignore_ascii_case("off") {
+            None
+        } else {
             let addr: SocketAddr = v.trim().parse().map_err(|_| {
-                invalid(
-                    "METRICS_LISTEN",
-                    "address:port such as 0.0.0.0:9090",
-                    v.clone(),
-                )
+                invalid(name, "address:port such as 0.0.0.0:9090, or off", v.clone())
             })?;
-            if [c.listen_on, c.listen_on_tls].contains(&addr.port()) {
+            if [self.listen_on, self.listen_on_tls].contains(&addr.port()) {
                 return Err(invalid(
-                    "METRICS_LISTEN",
+                    name,
                     "a port other than LISTEN_ON and LISTEN_ON_TLS",
                     v,
                 ));
             }
-            c.metrics_listen = Some(addr);
-        }
-        if let Some(v) = raw.log_format {
-            c.log_format = match v.trim().to_ascii_lowercase().as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                _ => return Err(invalid("LOG_FORMAT", "text or json", v)),
-            };
-        }
-        Ok(c)
+            Some(addr)
+        };
+        let (name, v) = value("LOG_FORMAT", raw.log_format);
+        self.log_format = match v.trim().to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => return Err(invalid(name, "text or json", v)),
+        };
+        Ok(())
     }
 
     /// Whether a peer may send a PROXY header (an empty list trusts everyone).
@@ -355,7 +294,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
@@ -364,10 +303,29 @@ impl Config {
             self.websocket_idle_timeout.map_or("off".to_owned(), secs),
             self.max_connections, self.max_header_bytes,
             self.max_body_bytes.map_or("off".to_owned(), |n| n.to_string()),
+            self.upgrade_protocols.join(","),
             secs(self.shutdown_delay), secs(self.shutdown_timeout),
             self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
         )
     }
+}
+
+/// `websocket, Foo/2` → `["websocket", "foo/2"]`; `None` if empty, not tokens, or `h2c`.
+fn parse_protocols(v: &str) -> Option<Vec<String>> {
+    let list: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let token = |p: &String| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b))
+    };
+    let ok = !list.is_empty()
+        && list.iter().all(token)
+        && !list.iter().any(|p| p.split('/').next() == Some("h2c"));
+    ok.then_some(list)
 }
 
 const PORT: &str = "a TCP port number from 1 to 65535";
@@ -398,18 +356,6 @@ fn port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
     match v.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(invalid(variable, PORT, v)),
-    }
-}
-
-fn positive(variable: &'static str, d: Duration) -> Result<Duration, ConfigError> {
-    if d.is_zero() {
-        Err(invalid(
-            variable,
-            "a duration greater than zero",
-            "0".into(),
-        ))
-    } else {
-        Ok(d)
     }
 }
 
@@ -463,41 +409,6 @@ pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
-pub fn parse_duration(v: &str) -> Option<Duration> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let ms = match unit {
-        "ms" => n,
-        "" | "s" => n.checked_mul(1000)?,
-        "m" => n.checked_mul(60_000)?,
-        "h" => n.checked_mul(3_600_000)?,
-        _ => return None,
-    };
-    Some(Duration::from_millis(ms))
-}
-
-/// A byte count: a bare number, or with `B`, `KiB`, `MiB`, `GiB` (1024) or `KB`, `MB`, `GB` (1000).
-pub fn parse_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    let (digits, unit) = v.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kib" | "k" => 1 << 10,
-        "mib" | "m" => 1 << 20,
-        "gib" | "g" => 1 << 30,
-        "kb" => 1_000,
-        "mb" => 1_000_000,
-        "gb" => 1_000_000_000,
-        _ => return None,
-    };
-    n.checked_mul(factor)
 }
 
 #[cfg(test)]

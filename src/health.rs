@@ -3,17 +3,12 @@
 //! Exactly the path `/ping` (any query), GET or HEAD, on both ports. While draining it answers
 //! 503 so the balancer takes the instance out before the listeners close.
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Response, StatusCode};
 
 use crate::body::{self, Body};
 
-/// Whether a request is the health check rather than traffic for the app.
-pub fn is_ping<B>(req: &Request<B>) -> bool {
-    req.uri().path() == "/ping" && (req.method() == Method::GET || req.method() == Method::HEAD)
-}
-
 /// `200 ok`, or `503 draining` once a shutdown has been requested.
-pub fn answer(draining: bool) -> Response<Body> {
+pub(crate) fn answer(draining: bool) -> Response<Body> {
     if draining {
         body::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {

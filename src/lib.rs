@@ -4,189 +4,48 @@
 //!
 //! [`Proxy::bind`] then [`Proxy::serve`] (or [`run`], which does both) is the whole program;
 //! `main.rs` only reads the configuration, sets up logging and passes the shutdown signal.
+//!
+//! The modules, leaves first: `error`, `rules` (every HTTP rule), `chunked`, `forwarding`,
+//! `body`, `config` and `settings`, `proxy_header`, `metrics`, `shutdown`, `logging`;
+//! then `request_head` and `upstream`; then the paths: `lean_path`, `client_io` (the head gate
+//! in front of hyper), `hyper_path`, `tunnel`, `health`, `redirect`; then `connection`,
+//! `listener`, `metrics_listener` and `server` on top.
 
-pub mod body;
+mod body;
+mod chunked;
+mod client_io;
 pub mod config;
-pub mod connection;
-pub mod fast_path;
-pub mod forward;
+mod conn_state;
+mod connection;
+mod error;
+mod forwarding;
 pub mod health;
-pub mod listener;
+mod hyper_path;
+mod lean_path;
+mod listener;
 pub mod logging;
 pub mod metrics;
+mod metrics_listener;
 pub mod proxy_header;
-pub mod redirect;
+mod redirect;
+mod request_head;
+mod rules;
+mod server;
+pub mod settings;
+mod shared;
 pub mod shutdown;
-pub mod tunnel;
+mod tunnel;
+mod upstream;
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use hyper_util::rt::TokioTimer;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-use connection::Port;
-use shutdown::Drain;
-
-/// What every connection shares: settings, the upstream pool, the drain, the metrics.
-pub struct Shared {
-    pub config: Config,
-    pub upstream: forward::Upstream,
-    pub drain: Drain,
-    pub metrics: Arc<metrics::Metrics>,
-    limiter: Arc<Semaphore>,
-    http: hyper::server::conn::http1::Builder,
-    /// Every connection and tunnel task, so the drain can wait for them.
-    tasks: TaskTracker,
-}
-
-/// A proxy whose listeners are bound and which is ready to serve.
-pub struct Proxy {
-    shared: Arc<Shared>,
-    plain: TcpListener,
-    tls: TcpListener,
-    metrics: Option<TcpListener>,
-}
-
-impl Proxy {
-    /// Binds both listeners (and the metrics one, if set). Nothing is resolved here: the app's
-    /// name is looked up when connecting, so the proxy starts while the app is not up yet.
-    pub async fn bind(config: Config) -> io::Result<Self> {
-        let upstream = forward::Upstream::new(&config).map_err(io::Error::other)?;
-        let bind = |port: u16, var: &str| {
-            let addr = SocketAddr::new(config.listen_address, port);
-            listener::bind(addr).map_err(|e| {
-                io::Error::new(e.kind(), format!("{var}: cannot listen on {addr}: {e}"))
-            })
-        };
-        let plain = bind(config.listen_on, "LISTEN_ON")?;
-        let tls = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
-        let metrics = match config.metrics_listen {
-            Some(addr) => Some(listener::bind(addr).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("METRICS_LISTEN: cannot listen on {addr}: {e}"),
-                )
-            })?),
-            None => None,
-        };
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
-            // The connection task keeps the header and keep-alive clocks (see `connection`).
-            .header_read_timeout(None)
-            .max_header_size(config.max_header_bytes)
-            .max_buf_size(config.max_header_bytes.max(400 * 1024) + 8 * 1024);
-        let shared = Shared {
-            limiter: Arc::new(Semaphore::new(config.max_connections)),
-            upstream,
-            drain: Drain::default(),
-            metrics: Arc::new(metrics::Metrics::new()),
-            http,
-            tasks: TaskTracker::new(),
-            config,
-        };
-        Ok(Proxy {
-            shared: Arc::new(shared),
-            plain,
-            tls,
-            metrics,
-        })
-    }
-
-    /// Where the plain-HTTP listener is bound (useful with port 0 in tests).
-    pub fn plain_addr(&self) -> SocketAddr {
-        self.plain
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Where the TLS-origin listener is bound.
-    pub fn tls_addr(&self) -> SocketAddr {
-        self.tls
-            .local_addr()
-            .expect("a bound listener has an address")
-    }
-
-    /// Where the metrics listener is bound, if any.
-    pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
-    /// The proxy's metrics, for tests and embedding.
-    pub fn metrics(&self) -> Arc<metrics::Metrics> {
-        self.shared.metrics.clone()
-    }
-
-    /// Serves until `shutdown` resolves, then drains: `/ping` answers 503 for `SHUTDOWN_DELAY`
-    /// while traffic is still served, then the listeners close and in-flight work gets up to
-    /// `SHUTDOWN_TIMEOUT` before everything still open is closed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
-        let Proxy {
-            shared,
-            plain,
-            tls,
-            metrics,
-        } = self;
-        let tracker = shared.tasks.clone();
-        tracing::info!(
-            plain = %plain.local_addr()?,
-            tls = %tls.local_addr()?,
-            settings = %shared.config.summary(),
-            "elb-ws-proxy {} listening",
-            env!("CARGO_PKG_VERSION")
-        );
-        let accept_plain = tokio::spawn(listener::accept_loop(shared.clone(), plain, Port::Plain));
-        let accept_tls = tokio::spawn(listener::accept_loop(shared.clone(), tls, Port::Tls));
-        if let Some(l) = metrics {
-            tokio::spawn(metrics::serve(
-                l,
-                shared.metrics.clone(),
-                shared.drain.clone(),
-            ));
-        }
-        let sweeper = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-                loop {
-                    every.tick().await;
-                    shared.upstream.sweep();
-                }
-            })
-        };
-        shutdown.await;
-        let drain = &shared.drain;
-        drain.start();
-        if !shared.config.shutdown_delay.is_zero() {
-            tracing::info!(delay = ?shared.config.shutdown_delay, "draining: /ping answers 503, still serving");
-            tokio::time::sleep(shared.config.shutdown_delay).await;
-        }
-        tracing::info!(timeout = ?shared.config.shutdown_timeout, "no longer accepting; waiting for open connections");
-        drain.stop_accepting.fire();
-        let _ = tokio::join!(accept_plain, accept_tls);
-        tracker.close();
-        if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                "shutdown deadline reached; closing what is still open"
-            );
-            drain.hard_stop.fire();
-            tracker.wait().await;
-        }
-        drain.hard_stop.fire();
-        sweeper.abort();
-        tracing::info!("shutdown complete");
-        Ok(())
-    }
-}
+pub use conn_state::Port;
+pub use error::UpstreamError;
+pub use forwarding::Forwarding;
+pub use server::Proxy;
+pub use upstream::{system_resolver, Resolver};
 
 /// Binds and serves until `shutdown` resolves and the drain completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {

@@ -1,27 +1,20 @@
-//! Prometheus metrics, and the small listener that serves them at `/metrics`.
+//! Prometheus metrics; [`crate::metrics_listener`] serves them at `/metrics`.
 //!
 //! Every labelled series the proxy updates is created once at start-up, so the hot path only
 //! touches atomics, never the family's lock or a label hash.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
-use crate::forward::UpstreamError;
+use crate::error::UpstreamError;
 use crate::proxy_header::Refusal;
-use crate::shutdown::Drain;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -125,7 +118,7 @@ impl Metrics {
             accepted_tls: counter(&accepted, "listener", "tls"),
             open,
             status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| counter(&requests, "class", c)),
-            upstream: ["connect", "timeout", "reset"].map(|k| counter(&upstream, "kind", k)),
+            upstream: UpstreamError::ALL.map(|k| counter(&upstream, "kind", k.label())),
             refused,
             tunnels_open,
             tunnels_total,
@@ -188,44 +181,5 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
-    }
-}
-
-/// Serves `GET /metrics` (no PROXY header on this listener) until the drain's hard stop.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, drain: Drain) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = drain.hard_stop.cancelled() => return,
-        };
-        let Ok((stream, _)) = accepted else { continue };
-        let metrics = metrics.clone();
-        let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-            let resp = if req.uri().path() == "/metrics" && req.method() == Method::GET {
-                let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
-                r.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
-                );
-                r
-            } else {
-                let mut r =
-                    Response::new(Full::new(Bytes::from_static(b"not found; try /metrics\n")));
-                *r.status_mut() = StatusCode::NOT_FOUND;
-                r
-            };
-            std::future::ready(Ok::<_, std::convert::Infallible>(resp))
-        });
-        let hard_stop = drain.hard_stop.clone();
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = hard_stop.cancelled() => {}
-            }
-        });
     }
 }

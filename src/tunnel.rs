@@ -1,5 +1,6 @@
-//! WebSockets and any other `Upgrade`: the handshake goes to the app on a connection of its
-//! own; on `101` the two sockets are joined byte for byte until both sides have closed.
+//! WebSockets and any other honoured `Upgrade`, after the app's `101` (see
+//! [`crate::hyper_path::forward_upgrade`]): the two sockets are joined byte for byte until
+//! both sides have closed.
 //!
 //! The join holds no buffer while idle. It waits for readiness, then copies through a buffer
 //! borrowed from the worker thread for that moment; only bytes the other side cannot take yet
@@ -15,110 +16,22 @@ use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
-use crate::body::Body;
-use crate::connection::{ClientIo, ConnCtx, PendingUpgrade};
-use crate::forward::{self, UpstreamError};
-use crate::Shared;
-
-/// Whether a request asks to switch protocols (`Connection: upgrade` plus an `Upgrade` header).
-pub fn is_upgrade<B>(req: &Request<B>) -> bool {
-    req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
-}
-
-/// Sends an upgrade request to the app on a fresh connection. On `101` the pending sockets are
-/// left with the connection, which joins them once hyper has finished with the client side.
-pub async fn forward_upgrade(
-    shared: &Shared,
-    ctx: &ConnCtx,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    let protocol = req.headers().get(header::UPGRADE).cloned();
-    let on_client = hyper::upgrade::on(&mut req);
-    let (mut parts, body) = req.into_parts();
-    forward::rewrite_request_headers(&mut parts.headers, ctx, protocol);
-    if parts.uri.scheme().is_some() {
-        // Absolute-form targets are for proxies; the app gets origin-form.
-        if let Some(pq) = parts.uri.path_and_query() {
-            parts.uri = pq.as_str().parse().unwrap_or_default();
-        }
-    }
-    let upstream = &shared.upstream;
-    let stream = match upstream.connect().await {
-        Ok(s) => s,
-        Err(e) => return upstream.fail(ctx, &shared.metrics, UpstreamError::Connect, &e),
-    };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(pair) => pair,
-        Err(e) => {
-            return upstream.fail(
-                ctx,
-                &shared.metrics,
-                UpstreamError::Reset,
-                &forward::ErrorChain(&e),
-            )
-        }
-    };
-    tokio::spawn(conn.with_upgrades());
-    let sent = tokio::time::timeout(
-        upstream.response_timeout(),
-        sender.send_request(Request::from_parts(parts, body)),
-    );
-    let mut resp = match sent.await {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            return upstream.fail(
-                ctx,
-                &shared.metrics,
-                UpstreamError::Reset,
-                &forward::ErrorChain(&e),
-            )
-        }
-        Err(_) => {
-            return upstream.fail(
-                ctx,
-                &shared.metrics,
-                UpstreamError::Timeout,
-                &"no response headers within RESPONSE_TIMEOUT",
-            )
-        }
-    };
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return forward::finish_response(resp);
-    }
-    let accepted = resp.headers().get(header::UPGRADE).cloned();
-    ctx.set_upgrade(PendingUpgrade {
-        client: on_client,
-        upstream: hyper::upgrade::on(&mut resp),
-    });
-    let (mut parts, _) = resp.into_parts();
-    forward::strip_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = accepted {
-        parts.headers.insert(header::UPGRADE, protocol);
-    }
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
-}
+use crate::client_io::ClientIo;
+use crate::conn_state::PendingUpgrade;
+use crate::metrics::Metrics;
 
 /// Waits for both sides of an accepted upgrade, then joins them until they close.
-pub async fn run(shared: &Shared, client_addr: SocketAddr, pending: PendingUpgrade) {
+pub(crate) async fn run(
+    metrics: &Metrics,
+    idle_timeout: Option<std::time::Duration>,
+    client_addr: SocketAddr,
+    pending: PendingUpgrade,
+) {
     let (client, upstream) = match (pending.client.await, pending.upstream.await) {
         (Ok(c), Ok(u)) => (c, u),
         (Err(e), _) | (_, Err(e)) => {
@@ -141,22 +54,22 @@ pub async fn run(shared: &Shared, client_addr: SocketAddr, pending: PendingUpgra
     let to_client = read_buf.to_vec();
     drop(read_buf);
     let mut upstream_stream = io.into_inner();
-    shared.metrics.tunnel_opened();
+    metrics.tunnel_opened();
     let started = Instant::now();
     let result = splice(
         &mut client_stream,
         to_app,
         &mut upstream_stream,
         to_client,
-        shared.config.websocket_idle_timeout,
+        idle_timeout,
     )
     .await;
-    shared.metrics.tunnel_closed();
+    metrics.tunnel_closed();
     let (up, down, why) = match &result {
         Ok((up, down)) => (*up, *down, "closed".to_owned()),
         Err((up, down, e)) => (*up, *down, e.to_string()),
     };
-    shared.metrics.client_bytes(up, down);
+    metrics.client_bytes(up, down);
     tracing::info!(
         client = %client_addr,
         bytes_to_app = up,
@@ -188,7 +101,7 @@ thread_local! {
 /// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
 /// or nothing moved for `idle_timeout`. Returns the bytes sent to `b` and to `a`.
 #[allow(clippy::type_complexity)]
-pub async fn splice(
+pub(crate) async fn splice(
     a: &mut TcpStream,
     a_to_b: Vec<u8>,
     b: &mut TcpStream,

@@ -431,7 +431,10 @@ async fn refused_upgrade_passes_back_as_an_ordinary_response() {
 #[tokio::test]
 async fn tunnel_passes_half_close_both_ways() {
     let app = start_app().await;
-    let proxy = start_proxy(config_for(app.addr)).await;
+    let mut config = config_for(app.addr);
+    // `echo` is not a default UPGRADE_PROTOCOLS entry: listed, it is honoured.
+    config.upgrade_protocols = vec!["websocket".into(), "echo".into()];
+    let proxy = start_proxy(config).await;
     let mut s = TcpStream::connect(proxy.tls).await.unwrap();
     let req = "GET /raw HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
     // The first tunnel bytes ride in the same write as the upgrade request.

@@ -1,0 +1,275 @@
+//! The client socket as hyper sees it, with the request-head gate in front.
+//!
+//! Every byte hyper reads passes the gate. A request head is held back until it is whole and
+//! has passed [`crate::request_head::read`]; then it and its body (counted by `Content-Length`
+//! or scanned by [`Chunked`]) are released, and the next head is held back again. A refused
+//! head never reaches hyper: hyper reads the end of the stream instead, finishes what it was
+//! answering, and the refusal is written as the connection shuts down. After an honoured
+//! upgrade head the gate opens for good: what follows belongs to the tunnel.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::chunked::Chunked;
+use crate::conn_state::ConnCtx;
+use crate::metrics::Metrics;
+use crate::request_head::{self, Head, HeadLimits, MAX_HEADERS};
+use crate::rules::BodyLength;
+
+/// Where the gate is in the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    /// Before a request head.
+    Head,
+    /// In a body, with this many bytes left.
+    Body(u64),
+    /// In a chunked body.
+    Chunked(Chunked),
+    /// After an upgrade: everything passes.
+    Open,
+    /// A head was refused: hyper reads the end of the stream.
+    Refused,
+}
+
+/// The client socket for hyper.
+pub(crate) struct ClientIo {
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    metrics: Arc<Metrics>,
+    limits: Arc<HeadLimits>,
+    /// Bytes read from the client, not yet given to hyper; the first `released` may be.
+    pending: BytesMut,
+    released: usize,
+    gate: Gate,
+    /// A refusal still to be written, and how much of it has been.
+    refusal: Option<(Vec<u8>, usize)>,
+}
+
+impl ClientIo {
+    /// Wraps `stream`; `leftover` holds bytes already read from it.
+    pub(crate) fn new(
+        stream: TcpStream,
+        leftover: BytesMut,
+        ctx: Arc<ConnCtx>,
+        metrics: Arc<Metrics>,
+        limits: Arc<HeadLimits>,
+    ) -> Self {
+        let mut io = ClientIo {
+            stream,
+            ctx,
+            metrics,
+            limits,
+            pending: leftover,
+            released: 0,
+            gate: Gate::Head,
+            refusal: None,
+        };
+        io.judge();
+        io
+    }
+
+    /// The socket and the bytes read from it that hyper has not taken, once hyper hands the
+    /// connection back after an upgrade.
+    pub(crate) fn into_parts(self) -> (TcpStream, Bytes) {
+        (self.stream, self.pending.freeze())
+    }
+
+    /// Releases what the gate allows of `pending`.
+    fn judge(&mut self) {
+        loop {
+            let unjudged = &self.pending[self.released..];
+            match self.gate {
+                Gate::Open => {
+                    self.released = self.pending.len();
+                    return;
+                }
+                Gate::Refused => return,
+                Gate::Body(left) => {
+                    let n = left.min(unjudged.len() as u64);
+                    self.released += n as usize;
+                    self.gate = if n == left {
+                        Gate::Head
+                    } else {
+                        Gate::Body(left - n)
+                    };
+                    if n < left {
+                        return;
+                    }
+                }
+                Gate::Chunked(mut scan) => match scan.feed(unjudged) {
+                    Ok((n, done)) => {
+                        self.released += n;
+                        self.gate = if done {
+                            Gate::Head
+                        } else {
+                            Gate::Chunked(scan)
+                        };
+                        if !done {
+                            return;
+                        }
+                    }
+                    Err(why) => {
+                        // hyper reads the body up to here and fails it; the app gets no more.
+                        tracing::warn!(client = %self.ctx.forwarding.client, error = why, "malformed chunked request body");
+                        self.gate = Gate::Refused;
+                        return;
+                    }
+                },
+                Gate::Head if unjudged.is_empty() => return,
+                Gate::Head => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    let limits = &self.limits;
+                    match request_head::read(
+                        unjudged,
+                        &mut headers,
+                        limits.max_header_bytes,
+                        &limits.upgrades,
+                    ) {
+                        Head::Partial => return,
+                        Head::Refused(refusal, head) => {
+                            request_head::log_refusal(&self.ctx.forwarding, &self.metrics, refusal);
+                            let text = format!("{}\n", refusal.reason);
+                            let bytes =
+                                request_head::answer_bytes(refusal.status, &text, head, true);
+                            self.refusal = Some((bytes, 0));
+                            self.gate = Gate::Refused;
+                            return;
+                        }
+                        Head::Parsed(parsed) => {
+                            self.released += parsed.len;
+                            self.gate = match &parsed.rules {
+                                Some(r) if r.upgrade.is_some() => Gate::Open,
+                                Some(r) => match r.body {
+                                    BodyLength::None => Gate::Head,
+                                    BodyLength::Length(0) => Gate::Head,
+                                    BodyLength::Length(n) => Gate::Body(n),
+                                    BodyLength::Chunked => Gate::Chunked(Chunked::default()),
+                                },
+                                None => Gate::Head,
+                            };
+                            self.ctx.push_rules(parsed.rules);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.released > 0 {
+                let n = this.released.min(buf.remaining());
+                buf.put_slice(&this.pending[..n]);
+                this.pending.advance(n);
+                this.released -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if this.gate == Gate::Refused {
+                return Poll::Ready(Ok(()));
+            }
+            // A body (or a tunnel) with nothing held back is read straight into hyper's buffer,
+            // never past the body's end.
+            let straight = match this.gate {
+                Gate::Body(left) if this.pending.is_empty() => Some(left),
+                Gate::Open if this.pending.is_empty() => Some(u64::MAX),
+                _ => None,
+            };
+            if let Some(left) = straight {
+                let max = left.min(buf.remaining() as u64) as usize;
+                let mut part = buf.take(max);
+                ready!(Pin::new(&mut this.stream).poll_read(cx, &mut part))?;
+                let n = part.filled().len();
+                // SAFETY: `part` is the unfilled part of `buf`, and the read initialised `n` bytes of it.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                if n > 0 {
+                    this.ctx.on_bytes_read(n);
+                    if let Gate::Body(left) = this.gate {
+                        this.gate = if n as u64 == left {
+                            Gate::Head
+                        } else {
+                            Gate::Body(left - n as u64)
+                        };
+                    }
+                }
+                return Poll::Ready(Ok(()));
+            }
+            this.pending.reserve(8 * 1024);
+            let spare = this.pending.spare_capacity_mut();
+            let mut into = ReadBuf::uninit(spare);
+            ready!(Pin::new(&mut this.stream).poll_read(cx, &mut into))?;
+            let n = into.filled().len();
+            if n == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            // SAFETY: the read initialised `n` bytes of the spare capacity.
+            unsafe { this.pending.set_len(this.pending.len() + n) };
+            this.ctx.on_bytes_read(n);
+            this.judge();
+        }
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
+        this.ctx
+            .bytes_written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let n = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
+        this.ctx
+            .bytes_written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    /// hyper shuts down after the last response: a refusal goes out first.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Some((bytes, written)) = &mut this.refusal {
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut this.stream).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    break;
+                }
+                *written += n;
+            }
+            this.refusal = None;
+        }
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,336 @@
+//! One exchange on the lean path: the request head to the app (on a pooled connection, or a
+//! fresh one), its response head judged by [`rules::check_response`] and rewritten, and the
+//! body copied to the client as it arrives.
+
+use std::io::{self, IoSlice};
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{until, Client, Counts, Plan};
+use crate::chunked::Chunked;
+use crate::error::UpstreamError;
+use crate::request_head::{self, MAX_HEADERS};
+use crate::rules::{self, Framing, ResponseKind};
+
+/// The largest response head accepted from the app.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// How much of a response body is read from the app at a time.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// The app's response head, as the client will get it.
+struct Reply {
+    status: StatusCode,
+    head_len: usize,
+    framing: Framing,
+    /// The app's connection can carry another request afterwards.
+    reusable: bool,
+    /// The client's connection closes after this response.
+    close: bool,
+}
+
+/// What the app's buffered bytes hold.
+enum ReplyHead {
+    Reply(Reply),
+    /// A `1xx` to skip, of this many bytes.
+    Informational(usize),
+    Partial,
+}
+
+/// Parses the app's response head, judges it by the rules, and writes the client's into `out`.
+fn parse_response(
+    ubuf: &[u8],
+    plan: &Plan,
+    draining: bool,
+    out: &mut Vec<u8>,
+) -> Result<ReplyHead, &'static str> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(ubuf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {
+            return Ok(ReplyHead::Partial)
+        }
+        Ok(httparse::Status::Partial) => return Err("response head too large"),
+        Err(_) => return Err("malformed response head"),
+    };
+    let code = resp.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| "invalid response status")?;
+    let fields = resp.headers.iter().map(|h| (h.name, h.value));
+    let r = match rules::check_response(code, resp.version == Some(1), &plan.rules, fields)? {
+        ResponseKind::Final(r) => r,
+        ResponseKind::Informational => return Ok(ReplyHead::Informational(head_len)),
+        ResponseKind::Switching => return Err("101 on the lean path"),
+    };
+    let close = plan.rules.close || draining || r.framing == Framing::Close;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match resp.reason {
+        Some(reason) if !reason.is_empty() => out.extend_from_slice(reason.as_bytes()),
+        _ => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    for h in resp.headers.iter().filter(|h| r.forwards(h.name)) {
+        field(h.name.as_bytes(), h.value);
+    }
+    if let Some(n) = r.content_length {
+        field(b"content-length", decimal(n, &mut [0; 20]));
+    }
+    if let Some(te) = &r.transfer_encoding {
+        field(b"transfer-encoding", te);
+    }
+    if close {
+        field(b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(ReplyHead::Reply(Reply {
+        status,
+        head_len,
+        framing: r.framing,
+        reusable: r.reusable,
+        close,
+    }))
+}
+
+/// Why an exchange with the app failed before the client got any of the response.
+struct Failed {
+    kind: UpstreamError,
+    why: String,
+    /// Nothing came back: a pooled connection the app had already closed.
+    silent: bool,
+}
+
+impl Failed {
+    fn reset(why: impl ToString, silent: bool) -> Self {
+        Failed {
+            kind: UpstreamError::Reset,
+            why: why.to_string(),
+            silent,
+        }
+    }
+}
+
+/// Sends one request to the app and the response to the client, its head rewritten into
+/// `out`. `Ok` carries the status and whether the client connection must close; `Err` means
+/// the response was cut short and the client connection closes now.
+pub(super) async fn exchange(
+    conn: &mut Client<'_>,
+    head: &[u8],
+    plan: &Plan,
+    out: &mut Vec<u8>,
+    ubuf: &mut BytesMut,
+) -> Result<(StatusCode, bool), &'static str> {
+    let env = conn.env;
+    let upstream = env.upstream;
+    let asking = async {
+        let mut fresh_only = false;
+        loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                upstream.checkout_plain()
+            };
+            let reused = pooled.is_some();
+            let mut app = match pooled {
+                Some(stream) => stream,
+                None => upstream.connect().await.map_err(|e| Failed {
+                    kind: UpstreamError::Connect,
+                    why: e.to_string(),
+                    silent: false,
+                })?,
+            };
+            ubuf.clear();
+            let draining = env.drain.stop_accepting.is_set();
+            match ask(&mut app, head, plan, ubuf, draining, out).await {
+                Ok(reply) => return Ok((app, reply)),
+                Err(f)
+                    if f.silent
+                        && rules::retry_on_fresh_connection(
+                            reused,
+                            false,
+                            plan.rules.idempotent,
+                        ) =>
+                {
+                    tracing::debug!(error = %f.why, "pooled upstream connection was closed; sending on a new one");
+                    fresh_only = true;
+                }
+                Err(f) => return Err(f),
+            }
+        }
+    };
+    let deadline = tokio::time::Instant::now() + upstream.response_timeout;
+    let (mut app, reply) = match until(&mut conn.timer, deadline, asking).await {
+        Some(Ok(found)) => found,
+        Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
+        None => {
+            let why = "no response headers within RESPONSE_TIMEOUT";
+            return refuse(conn, UpstreamError::Timeout, why, plan).await;
+        }
+    };
+    let client = conn.ctx.forwarding.client;
+    let clean = relay_body(
+        client,
+        &mut conn.stream,
+        &mut app,
+        out,
+        &reply,
+        ubuf,
+        conn.counts,
+    )
+    .await?;
+    if clean && reply.reusable {
+        upstream.put_plain(app);
+    }
+    Ok((reply.status, reply.close))
+}
+
+/// Writes the request to the app and reads its response head (skipping any `1xx`).
+async fn ask(
+    app: &mut TcpStream,
+    head: &[u8],
+    plan: &Plan,
+    ubuf: &mut BytesMut,
+    draining: bool,
+    out: &mut Vec<u8>,
+) -> Result<Reply, Failed> {
+    app.write_all(head)
+        .await
+        .map_err(|e| Failed::reset(e, true))?;
+    let mut received = false;
+    loop {
+        if !ubuf.is_empty() {
+            match parse_response(ubuf, plan, draining, out).map_err(|e| Failed::reset(e, false))? {
+                ReplyHead::Reply(reply) => return Ok(reply),
+                ReplyHead::Informational(n) => {
+                    ubuf.advance(n);
+                    continue;
+                }
+                ReplyHead::Partial => {}
+            }
+        }
+        ubuf.reserve(4096);
+        match app.read_buf(ubuf).await {
+            Ok(0) => {
+                return Err(Failed::reset(
+                    "the app closed the connection before answering",
+                    !received,
+                ))
+            }
+            Ok(_) => received = true,
+            Err(e) => return Err(Failed::reset(e, !received)),
+        }
+    }
+}
+
+/// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
+/// body ended exactly where its framing said, so the app's connection can be used again.
+async fn relay_body(
+    client_addr: std::net::SocketAddr,
+    client: &mut TcpStream,
+    app: &mut TcpStream,
+    head: &[u8],
+    reply: &Reply,
+    ubuf: &mut BytesMut,
+    counts: &mut Counts,
+) -> Result<bool, &'static str> {
+    ubuf.advance(reply.head_len);
+    let mut left = match reply.framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut chunks = Chunked::default();
+    let mut first = Some(head);
+    loop {
+        let (take, done) = match reply.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let take = (ubuf.len() as u64).min(left) as usize;
+                left -= take as u64;
+                (take, left == 0)
+            }
+            Framing::Chunked => chunks.feed(ubuf).map_err(|e| {
+                tracing::warn!(client = %client_addr, error = e, "malformed chunked response from the app");
+                "malformed chunked response"
+            })?,
+            Framing::Close => (ubuf.len(), false),
+        };
+        let head = first.take().unwrap_or_default();
+        write_two(client, head, &ubuf[..take])
+            .await
+            .map_err(|_| "client write error")?;
+        counts.written += (head.len() + take) as u64;
+        ubuf.advance(take);
+        if done {
+            // Bytes past the end of the response mean the app and the proxy disagree on framing.
+            return Ok(ubuf.is_empty());
+        }
+        // What is left is the start of a chunk-size or trailer line: kept, and read on to.
+        ubuf.reserve(COPY_CHUNK);
+        match app.read_buf(ubuf).await {
+            Ok(0) if reply.framing == Framing::Close => return Ok(false),
+            Ok(0) | Err(_) => {
+                tracing::warn!(client = %client_addr, "the app closed the connection mid-response");
+                return Err("the app closed the connection mid-response");
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Writes `a` then `b` in as few system calls as the socket allows.
+async fn write_two(w: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let mut slices = [IoSlice::new(a), IoSlice::new(b)];
+    let mut bufs = &mut slices[..];
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        let n = w.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Logs an upstream failure and gives the client the answer every path gives for it.
+async fn refuse(
+    conn: &mut Client<'_>,
+    kind: UpstreamError,
+    why: &str,
+    plan: &Plan,
+) -> Result<(StatusCode, bool), &'static str> {
+    let env = conn.env;
+    let client = conn.ctx.forwarding.client;
+    let (status, text) = env.upstream.fail(client, env.metrics, kind, &why);
+    let close = plan.rules.close || env.drain.stop_accepting.is_set();
+    let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
+    conn.stream
+        .write_all(&bytes)
+        .await
+        .map_err(|_| "client write error")?;
+    conn.counts.written += bytes.len() as u64;
+    Ok((status, close))
+}
+
+/// `n` in decimal, written into `buf`: no allocation for a `Content-Length` per response.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}

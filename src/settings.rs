@@ -1,0 +1,88 @@
+//! Every setting the proxy reads, with its default and meaning: the one table that `Config`,
+//! `--help` and the README's settings table are derived from or checked against, and the
+//! parsers for the value formats (durations, sizes).
+
+use std::time::Duration;
+
+/// One documented setting.
+pub struct Setting {
+    /// The environment variable.
+    pub name: &'static str,
+    /// Its default, as a user would write the value ([`REQUIRED`] when it has none); the
+    /// configuration parses it like any other value, so this is the only place it is written.
+    pub default: &'static str,
+    /// What it does, for `--help` and the README.
+    pub meaning: &'static str,
+}
+
+/// The `default` of a setting that must be given.
+pub const REQUIRED: &str = "(required)";
+
+/// The default of `name`, as written in [`SETTINGS`].
+pub(crate) fn default_of(name: &str) -> &'static str {
+    SETTINGS
+        .iter()
+        .find(|s| s.name == name)
+        .map_or("", |s| s.default)
+}
+
+/// Every setting the proxy reads, in the order `--help` and the README list them.
+pub const SETTINGS: &[Setting] = &[
+    Setting { name: "LISTEN_ON", default: REQUIRED, meaning: "port for plain-HTTP connections from the balancer; every request is redirected to https" },
+    Setting { name: "LISTEN_ON_TLS", default: REQUIRED, meaning: "port for TLS-terminated connections from the balancer; requests are forwarded to the app" },
+    Setting { name: "DESTINATION_HOSTNAME", default: REQUIRED, meaning: "the app's host name or address, resolved on every new upstream connection" },
+    Setting { name: "DESTINATION_PORT", default: REQUIRED, meaning: "the app's port" },
+    Setting { name: "LISTEN_ADDRESS", default: "0.0.0.0", meaning: "address both listeners bind (`::` for IPv6 and IPv4)" },
+    Setting { name: "PROXY_PROTOCOL", default: "required", meaning: "`required`, `optional` (use a header when present) or `off` (never read one)" },
+    Setting { name: "TRUSTED_PROXIES", default: "any", meaning: "comma-separated CIDRs allowed to send PROXY headers; others are refused" },
+    Setting { name: "PROXY_HEADER_TIMEOUT", default: "5s", meaning: "time for the PROXY header to arrive" },
+    Setting { name: "REQUEST_HEADER_TIMEOUT", default: "10s", meaning: "time for a request's headers to arrive once it has started" },
+    Setting { name: "KEEPALIVE_TIMEOUT", default: "75s", meaning: "idle client keep-alive connections are closed after this" },
+    Setting { name: "CONNECT_TIMEOUT", default: "5s", meaning: "time to connect to the app before answering 502" },
+    Setting { name: "RESPONSE_TIMEOUT", default: "60s", meaning: "time for the app's response headers before answering 504" },
+    Setting { name: "WEBSOCKET_IDLE_TIMEOUT", default: "0", meaning: "close an upgraded connection idle this long in both directions (0 = never)" },
+    Setting { name: "MAX_CONNECTIONS", default: "10000", meaning: "open client connections; further ones wait in the accept queue" },
+    Setting { name: "MAX_HEADER_BYTES", default: "64KiB", meaning: "larger request headers get 431" },
+    Setting { name: "MAX_BODY_BYTES", default: "0", meaning: "larger request bodies get 413 (0 = no limit)" },
+    Setting { name: "UPGRADE_PROTOCOLS", default: "websocket", meaning: "comma-separated Upgrade protocols passed to the app (case-insensitive); others are removed, h2c never passes" },
+    Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },
+    Setting { name: "SHUTDOWN_TIMEOUT", default: "30s", meaning: "then let in-flight work finish for at most this long, and exit" },
+    Setting { name: "METRICS_LISTEN", default: "off", meaning: "address:port for Prometheus metrics at /metrics" },
+    Setting { name: "LOG_FORMAT", default: "text", meaning: "`text` or `json` (one object per line)" },
+    Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },
+];
+
+/// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let ms = match unit {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+/// A byte count: a bare number, or with `B`, `KiB`, `MiB`, `GiB` (1024) or `KB`, `MB`, `GB` (1000).
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}

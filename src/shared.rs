@@ -1,0 +1,32 @@
+//! What every connection of a running proxy shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::request_head::HeadLimits;
+use crate::shutdown::Drain;
+use crate::upstream::Upstream;
+
+/// Settings, the upstream pools, the drain, the metrics, and the limits every connection uses.
+pub(crate) struct Shared {
+    /// The validated settings.
+    pub(crate) config: Config,
+    /// The app and the idle connections kept to it.
+    pub(crate) upstream: Upstream,
+    /// The phases of a shutdown.
+    pub(crate) drain: Drain,
+    /// Counters and gauges, also served at `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
+    /// One permit per open client connection (`MAX_CONNECTIONS`).
+    pub(crate) limiter: Arc<Semaphore>,
+    /// hyper's HTTP/1.1 server settings, built once.
+    pub(crate) http: hyper::server::conn::http1::Builder,
+    /// What reading a request head needs: `MAX_HEADER_BYTES`, `UPGRADE_PROTOCOLS`.
+    pub(crate) limits: Arc<HeadLimits>,
+    /// Every connection and tunnel task, so the drain can wait for them.
+    pub(crate) tasks: TaskTracker,
+}
