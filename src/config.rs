@@ -10,8 +10,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::settings::default_of;
-pub use crate::settings::{parse_duration, parse_size, Setting, REQUIRED, SETTINGS};
+use crate::settings::{default_of, parse_cidrs, parse_protocols};
+pub use crate::settings::{
+    leftover_overrides, parse_duration, parse_size, Setting, REQUIRED, SETTINGS,
+};
 
 /// Whether connections must, may or must not begin with a PROXY protocol header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,24 +312,6 @@ impl Config {
     }
 }
 
-/// `websocket, Foo/2` → `["websocket", "foo/2"]`; `None` if empty, not tokens, or `h2c`.
-fn parse_protocols(v: &str) -> Option<Vec<String>> {
-    let list: Vec<String> = v
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let token = |p: &String| {
-        p.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b))
-    };
-    let ok = !list.is_empty()
-        && list.iter().all(token)
-        && !list.iter().any(|p| p.split('/').next() == Some("h2c"));
-    ok.then_some(list)
-}
-
 const PORT: &str = "a TCP port number from 1 to 65535";
 const HOST: &str = "a host name or IP address, such as app or 10.0.0.5";
 const DURATION: &str = "a duration such as 500ms, 5s, 2m, 1h or a number of seconds";
@@ -383,32 +367,6 @@ fn hostname(variable: &'static str, v: String) -> Result<String, ConfigError> {
             v,
         ))
     }
-}
-
-fn parse_cidrs(v: &str) -> Option<Vec<IpNet>> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .ok()
-                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .collect()
-}
-
-/// Files in the nginx image's `/config-overrides` folder, which this proxy does not read.
-/// `main` warns with their names, so a user migrating with that mount still in place notices.
-pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[cfg(test)]

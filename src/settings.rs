@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 /// One documented setting.
 pub struct Setting {
     /// The environment variable.
@@ -85,4 +89,48 @@ pub fn parse_size(v: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
+}
+
+pub(crate) fn parse_cidrs(v: &str) -> Option<Vec<IpNet>> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .ok()
+                .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .collect()
+}
+
+/// Files in the nginx image's `/config-overrides` folder, which this proxy does not read.
+/// `main` warns with their names, so a user migrating with that mount still in place notices.
+pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `websocket, Foo/2` → `["websocket", "foo/2"]`; `None` if empty, not tokens, or `h2c`.
+pub(crate) fn parse_protocols(v: &str) -> Option<Vec<String>> {
+    let list: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let token = |p: &String| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(&b))
+    };
+    let ok = !list.is_empty()
+        && list.iter().all(token)
+        && !list.iter().any(|p| p.split('/').next() == Some("h2c"));
+    ok.then_some(list)
 }
