@@ -58,6 +58,9 @@ impl Proxy {
         http.timer(TokioTimer::new())
             // The connection task keeps the header and keep-alive clocks (see `connection`).
             .header_read_timeout(None)
+            // A client's FIN (or the head gate's end of stream after a refused head) lets the
+            // responses in flight finish first.
+            .half_close(true)
             .max_header_size(config.max_header_bytes)
             .max_buf_size(config.max_header_bytes.max(400 * 1024) + 8 * 1024);
         let limits = Arc::new(HeadLimits {
