@@ -310,10 +310,20 @@ async fn requests_reach_the_app_rewritten_the_same_way_on_either_path() {
     }
 }
 
+/// An app response: its path, the client's status, what the client's response must contain,
+/// must not contain, and how it ends.
+type FramingCase = (
+    &'static str,
+    u16,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static str,
+);
+
 #[tokio::test]
 async fn responses_are_framed_the_same_way_on_either_path() {
     // (path, status, what the client's response must contain, must not contain, ends with)
-    let cases: &[(&str, u16, &[&str], &[&str], &str)] = &[
+    let cases: &[FramingCase] = &[
         (
             "/r/te-and-cl",
             200,
