@@ -134,12 +134,7 @@ fn healthcheck_exit_codes_and_sigterm_exit_zero() {
         assert!(Instant::now() < deadline, "healthcheck never passed: {err}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    common::sigterm(child.id());
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

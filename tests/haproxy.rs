@@ -2,6 +2,9 @@
 //! `send-proxy-v2`, as a Classic ELB and an NLB do. Clients connect from 127.0.0.2, so the
 //! address the app sees can only have come from the PROXY header (the proxy's peer is HAProxy
 //! on 127.0.0.1). curl is used as an outside HTTP client.
+//!
+//! These need `haproxy` and `curl`, so `cargo test` lists them as ignored, by name; `.ci/run`
+//! installs both and runs them with `cargo test -- --ignored`.
 
 mod common;
 
@@ -142,16 +145,19 @@ async fn through_balancer(send_proxy: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs haproxy and curl on PATH; .ci/run installs them and runs it with --ignored"]
 async fn haproxy_send_proxy_v1() {
     through_balancer("send-proxy").await;
 }
 
 #[tokio::test]
+#[ignore = "needs haproxy and curl on PATH; .ci/run installs them and runs it with --ignored"]
 async fn haproxy_send_proxy_v2() {
     through_balancer("send-proxy-v2").await;
 }
 
 #[tokio::test]
+#[ignore = "needs haproxy and curl on PATH; .ci/run installs them and runs it with --ignored"]
 async fn haproxy_in_front_of_the_plain_port_redirects() {
     let app = start_app().await;
     let proxy = start_proxy(config_for(app.addr)).await;

@@ -163,10 +163,7 @@ async fn json_logs_are_one_object_per_line() {
     .await;
     assert_eq!(status(&resp), 200);
     exchange(tls_addr, b"no header here\r\n\r\n").await;
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(child.id());
     let deadline = Instant::now() + WAIT;
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "did not exit");

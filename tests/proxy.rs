@@ -3,6 +3,9 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -347,29 +350,33 @@ async fn dead_app_gives_502_and_recovery_needs_no_restart() {
 
 #[tokio::test]
 async fn app_name_that_resolves_late_is_survived() {
-    // glibc reads /etc/hosts on every lookup, so adding a line makes the name resolve from then on.
-    let name = format!("elb-ws-proxy-late-{}.test", std::process::id());
-    let hosts = std::fs::read_to_string("/etc/hosts").expect("read /etc/hosts");
-    assert!(!hosts.contains(&name));
+    // The resolver the upstream uses is injected: the name resolves to nothing until `known`
+    // is set, as a compose app's name does until its container starts.
     let app = start_app().await;
+    let known = Arc::new(AtomicBool::new(false));
+    let (flag, addr) = (known.clone(), app.addr);
+    let resolver: elb_ws_proxy::Resolver = Arc::new(move |host: String, port: u16| {
+        let resolves = flag.load(Ordering::SeqCst);
+        Box::pin(async move {
+            assert_eq!((host.as_str(), port), ("app.internal", addr.port()));
+            if resolves {
+                Ok(vec![addr])
+            } else {
+                Err(std::io::Error::other("app.internal: name not known"))
+            }
+        })
+    });
     let mut config = config_for(app.addr);
-    config.destination_hostname = name.clone();
-    let proxy = start_proxy(config).await;
+    config.destination_hostname = "app.internal".into();
+    let proxy = start_proxy_with_resolver(config, resolver).await;
     let req = [v1("192.0.2.10", 443), get("/", "")].concat();
     assert_eq!(
         status(&exchange(proxy.tls, &req).await),
         502,
         "does not resolve yet"
     );
-    let mut updated = hosts.clone();
-    updated.push_str(&format!("\n127.0.0.1 {name}\n"));
-    std::fs::write("/etc/hosts", &updated)
-        .expect("this test needs to write /etc/hosts (run as root, as CI does)");
+    known.store(true, Ordering::SeqCst);
     let resp = exchange(proxy.tls, &req).await;
-    let restored = std::fs::read_to_string("/etc/hosts")
-        .unwrap()
-        .replace(&format!("\n127.0.0.1 {name}\n"), "");
-    std::fs::write("/etc/hosts", restored).unwrap();
     assert_eq!(status(&resp), 200, "{resp}");
 }
 

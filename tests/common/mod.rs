@@ -309,7 +309,17 @@ pub fn config_for(app: SocketAddr) -> Config {
 }
 
 pub async fn start_proxy(config: Config) -> Running {
-    let proxy = Proxy::bind(config).await.expect("proxy binds");
+    start_proxy_with_resolver(config, elb_ws_proxy::system_resolver()).await
+}
+
+/// As [`start_proxy`], looking the app's name up with `resolver`.
+pub async fn start_proxy_with_resolver(
+    config: Config,
+    resolver: elb_ws_proxy::Resolver,
+) -> Running {
+    let proxy = Proxy::bind_with_resolver(config, resolver)
+        .await
+        .expect("proxy binds");
     let (plain, tls, metrics) = (proxy.plain_addr(), proxy.tls_addr(), proxy.metrics_addr());
     let proxy_metrics = proxy.metrics();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -433,4 +443,16 @@ pub async fn websocket(addr: SocketAddr, header: &[u8], path: &str) -> WebSocket
     .expect("handshake");
     assert_eq!(resp.status(), 101);
     ws
+}
+
+/// Sends `SIGTERM` to process `pid`, as `docker stop` does.
+pub fn sigterm(pid: u32) {
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, SIGTERM): {}",
+        std::io::Error::last_os_error()
+    );
 }
