@@ -33,26 +33,47 @@ pub enum LogFormat {
 /// The validated configuration. Tests build it with [`Config::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `LISTEN_ADDRESS`: the address both listeners bind.
     pub listen_address: IpAddr,
+    /// `LISTEN_ON`: the plain-HTTP port (redirects to https).
     pub listen_on: u16,
+    /// `LISTEN_ON_TLS`: the port whose requests are forwarded to the app.
     pub listen_on_tls: u16,
+    /// `DESTINATION_HOSTNAME`: the app's name, resolved on every new upstream connection.
     pub destination_hostname: String,
+    /// `DESTINATION_PORT`: the app's port.
     pub destination_port: u16,
+    /// `PROXY_PROTOCOL`: whether a PROXY header must, may or must not come first.
     pub proxy_protocol: ProxyProtocol,
+    /// `TRUSTED_PROXIES`: who may send a PROXY header; empty trusts everyone.
     pub trusted_proxies: Vec<IpNet>,
+    /// `PROXY_HEADER_TIMEOUT`: time for the PROXY header.
     pub proxy_header_timeout: Duration,
+    /// `REQUEST_HEADER_TIMEOUT`: time for a request head once it has started.
     pub request_header_timeout: Duration,
+    /// `KEEPALIVE_TIMEOUT`: an idle client connection closes after this.
     pub keepalive_timeout: Duration,
+    /// `CONNECT_TIMEOUT`: time to connect to the app (then `502`).
     pub connect_timeout: Duration,
+    /// `RESPONSE_TIMEOUT`: time for the app's response headers (then `504`).
     pub response_timeout: Duration,
+    /// `WEBSOCKET_IDLE_TIMEOUT`: an idle tunnel closes after this; `None` never.
     pub websocket_idle_timeout: Option<Duration>,
+    /// `MAX_CONNECTIONS`: open client connections at most.
     pub max_connections: usize,
+    /// `MAX_HEADER_BYTES`: larger request heads get `431`.
     pub max_header_bytes: usize,
+    /// `MAX_BODY_BYTES`: larger request bodies get `413`; `None` is no limit.
     pub max_body_bytes: Option<u64>,
+    /// `UPGRADE_PROTOCOLS`: the `Upgrade` protocols honoured, lower-case.
     pub upgrade_protocols: Vec<String>,
+    /// `SHUTDOWN_DELAY`: after SIGTERM, serve on while `/ping` answers `503`.
     pub shutdown_delay: Duration,
+    /// `SHUTDOWN_TIMEOUT`: then let in-flight work finish for at most this.
     pub shutdown_timeout: Duration,
+    /// `METRICS_LISTEN`: where `/metrics` is served; `None` is off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `LOG_FORMAT`: text or JSON lines.
     pub log_format: LogFormat,
 }
 
