@@ -8,7 +8,7 @@ use std::future::poll_fn;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{request, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
@@ -139,16 +139,7 @@ async fn send(
 /// and the proxy's own framing and upgrade headers; an absolute-form target becomes origin-form.
 fn prepare_head(parts: &mut request::Parts, from: &Forwarding, rules: &RequestRules) {
     let headers = &mut parts.headers;
-    if headers.keys().any(|k| !rules.forwards(k.as_str())) {
-        let dropped: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| !rules.forwards(k.as_str()))
-            .cloned()
-            .collect();
-        for name in dropped {
-            headers.remove(name);
-        }
-    }
+    keep_only(headers, |name| rules.forwards(name));
     for (name, value) in from.headers() {
         headers.insert(HeaderName::from_static(name), value.clone());
     }
@@ -178,14 +169,7 @@ fn finish(resp: Response<Incoming>, rules: &RequestRules) -> Result<Response<Bod
         return Err("an informational or switching response where a final one was due");
     };
     let headers = &mut parts.headers;
-    let dropped: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| !r.forwards(k.as_str()))
-        .cloned()
-        .collect();
-    for name in dropped {
-        headers.remove(name);
-    }
+    keep_only(headers, |name| r.forwards(name));
     if let Some(n) = r.content_length {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
@@ -254,15 +238,7 @@ pub(crate) async fn forward_upgrade(
         upstream: hyper::upgrade::on(&mut resp),
     });
     let (mut parts, _) = resp.into_parts();
-    let names: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| rules::is_hop_by_hop(k.as_str()))
-        .cloned()
-        .collect();
-    for name in names {
-        parts.headers.remove(name);
-    }
+    keep_only(&mut parts.headers, |name| !rules::is_hop_by_hop(name));
     if let Some(protocol) = accepted {
         parts.headers.insert(header::UPGRADE, protocol);
     }
@@ -270,6 +246,21 @@ pub(crate) async fn forward_upgrade(
         .headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     Response::from_parts(parts, Either::Right(Full::new(Bytes::new())))
+}
+
+/// Removes every header `keep` says no to; allocates only when there is one.
+fn keep_only(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
+    if headers.keys().all(|k| keep(k.as_str())) {
+        return;
+    }
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| !keep(k.as_str()))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
 }
 
 /// The answer when the client's own body is too large (`413`) or malformed (`400`).
