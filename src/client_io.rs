@@ -132,10 +132,8 @@ impl ClientIo {
                     ) {
                         Head::Partial => return,
                         Head::Refused(refusal, head) => {
-                            request_head::log_refusal(&self.ctx.forwarding, &self.metrics, refusal);
-                            let text = format!("{}\n", refusal.reason);
-                            let bytes =
-                                request_head::answer_bytes(refusal.status, &text, head, true);
+                            let from = &self.ctx.forwarding;
+                            let bytes = request_head::refuse(from, &self.metrics, refusal, head);
                             self.refusal = Some((bytes, 0));
                             self.gate = Gate::Refused;
                             return;

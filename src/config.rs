@@ -427,6 +427,7 @@ mod tests {
         assert_eq!(c.proxy_protocol, ProxyProtocol::Required);
         assert_eq!(c.keepalive_timeout, Duration::from_secs(75));
         assert_eq!(c.max_body_bytes, None);
+        assert_eq!(c.upgrade_protocols, ["websocket"]);
     }
 
     #[test]
@@ -468,6 +469,10 @@ mod tests {
             ("MAX_BODY_BYTES", "lots"),
             ("METRICS_LISTEN", "9090"),
             ("LOG_FORMAT", "xml"),
+            ("UPGRADE_PROTOCOLS", "websocket, h2c"),
+            ("UPGRADE_PROTOCOLS", "h2c/1"),
+            ("UPGRADE_PROTOCOLS", "web socket"),
+            ("UPGRADE_PROTOCOLS", ","),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).unwrap_err();
@@ -492,8 +497,10 @@ mod tests {
             ("MAX_BODY_BYTES", "10MB"),
             ("METRICS_LISTEN", "127.0.0.1:9090"),
             ("LOG_FORMAT", "json"),
+            ("UPGRADE_PROTOCOLS", "WebSocket, echo/2"),
         ])
         .unwrap();
+        assert_eq!(c.upgrade_protocols, ["websocket", "echo/2"]);
         assert_eq!(c.listen_address, "::".parse::<IpAddr>().unwrap());
         assert_eq!(c.proxy_protocol, ProxyProtocol::Optional);
         assert_eq!(c.trusted_proxies.len(), 3);

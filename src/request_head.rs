@@ -39,8 +39,6 @@ pub(crate) struct Parsed<'b> {
     pub(crate) method: &'b str,
     pub(crate) target: &'b str,
     pub(crate) http11: bool,
-    /// `Expect` was sent (hyper answers `100 Continue` when the body is read).
-    pub(crate) expect: bool,
     /// What the rules decided; `None` for `/ping`, which the proxy answers itself.
     pub(crate) rules: Option<RequestRules>,
 }
@@ -92,18 +90,22 @@ pub(crate) fn read<'b>(
         method,
         target,
         http11: version == 1,
-        expect: req
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("expect")),
         rules,
     })
 }
 
-/// Logs a refused request and counts it by its status.
-pub(crate) fn log_refusal(from: &Forwarding, metrics: &Metrics, refusal: Refusal) {
+/// Logs a refused request, counts it by its status, and returns the answer the client gets,
+/// which closes the connection (`head`: it was a `HEAD`, so no body).
+pub(crate) fn refuse(
+    from: &Forwarding,
+    metrics: &Metrics,
+    refusal: Refusal,
+    head: bool,
+) -> Vec<u8> {
     metrics.request(refusal.status, std::time::Duration::ZERO);
     tracing::warn!(client = %from.client, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
+    let text = format!("{}\n", refusal.reason);
+    answer_bytes(refusal.status, &text, head, true)
 }
 
 /// An answer of the proxy's own as bytes on the wire: a short text, closing the connection

@@ -119,9 +119,7 @@ pub(crate) async fn serve(
             Step::Take(plan) => plan,
             Step::Handoff => return Outcome::Handoff(conn.stream, buf),
             Step::Refuse(refusal, head) => {
-                request_head::log_refusal(&ctx.forwarding, env.metrics, refusal);
-                let text = format!("{}\n", refusal.reason);
-                let answer = request_head::answer_bytes(refusal.status, &text, head, true);
+                let answer = request_head::refuse(&ctx.forwarding, env.metrics, refusal, head);
                 if conn.stream.write_all(&answer).await.is_ok() {
                     conn.counts.written += answer.len() as u64;
                 }
@@ -254,7 +252,7 @@ fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Ve
     };
     let bodiless = matches!(rules.body, BodyLength::None | BodyLength::Length(0));
     if !parsed.http11
-        || parsed.expect
+        || rules.expect
         || !bodiless
         || rules.upgrade.is_some()
         || !parsed.target.starts_with('/')

@@ -36,6 +36,8 @@ pub(crate) struct RequestRules {
     pub(crate) idempotent: bool,
     /// A `HEAD`: the response carries no body.
     pub(crate) head: bool,
+    /// `Expect` was sent: hyper answers `100 Continue` when the body is read.
+    pub(crate) expect: bool,
 }
 
 impl RequestRules {
@@ -147,6 +149,7 @@ pub(crate) fn check_request<'h>(
     let (mut lengths, mut length) = (0, None);
     let mut codings: Vec<&[u8]> = Vec::new();
     let mut upgrade: Option<&[u8]> = None;
+    let mut expect = false;
     for (name, value) in headers {
         let is = |other: &str| name.eq_ignore_ascii_case(other);
         if is("host") {
@@ -164,6 +167,8 @@ pub(crate) fn check_request<'h>(
             connection.add(value);
         } else if is("upgrade") {
             upgrade = Some(value);
+        } else if is("expect") {
+            expect = true;
         }
     }
     match hosts {
@@ -216,6 +221,7 @@ pub(crate) fn check_request<'h>(
             .iter()
             .any(|&x| m(x)),
         head: m("HEAD"),
+        expect,
     })
 }
 
