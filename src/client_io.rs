@@ -46,6 +46,9 @@ pub(crate) struct ClientIo {
     pending: BytesMut,
     released: usize,
     gate: Gate,
+    /// The start of a chunk-size or trailer line already given to hyper, kept for the scanner
+    /// until the rest of the line arrives.
+    carry: Vec<u8>,
     /// A refusal still to be written, and how much of it has been.
     refusal: Option<(Vec<u8>, usize)>,
 }
@@ -67,6 +70,7 @@ impl ClientIo {
             pending: leftover,
             released: 0,
             gate: Gate::Head,
+            carry: Vec::new(),
             refusal: None,
         };
         io.judge();
@@ -159,6 +163,53 @@ impl ClientIo {
     }
 }
 
+impl ClientIo {
+    /// Scans chunked-body bytes just read into hyper's buffer (`buf` from `before` on). Bytes
+    /// past the body's end are taken back, to be judged as the next head; a malformed body is
+    /// taken back whole and the gate refuses. Returns whether hyper got any of the new bytes.
+    fn scan_in_place(&mut self, buf: &mut ReadBuf<'_>, before: usize, mut scan: Chunked) -> bool {
+        let new = &buf.filled()[before..];
+        let input_len = self.carry.len() + new.len();
+        let result = if self.carry.is_empty() {
+            scan.feed(new)
+        } else {
+            self.carry.extend_from_slice(new);
+            scan.feed(&self.carry)
+        };
+        match result {
+            Err(why) => {
+                tracing::warn!(client = %self.ctx.forwarding.client, error = why, "malformed chunked request body");
+                buf.set_filled(before);
+                self.carry.clear();
+                self.gate = Gate::Refused;
+                false
+            }
+            Ok((settled, true)) => {
+                let past_end = (input_len - settled).min(buf.filled().len() - before);
+                let end = buf.filled().len() - past_end;
+                self.pending.extend_from_slice(&buf.filled()[end..]);
+                buf.set_filled(end);
+                self.carry.clear();
+                self.gate = Gate::Head;
+                self.judge();
+                end > before
+            }
+            Ok((settled, false)) => {
+                let unsettled = input_len - settled;
+                if self.carry.is_empty() {
+                    let filled = buf.filled();
+                    self.carry
+                        .extend_from_slice(&filled[filled.len() - unsettled..]);
+                } else {
+                    self.carry.drain(..settled);
+                }
+                self.gate = Gate::Chunked(scan);
+                true
+            }
+        }
+    }
+}
+
 impl AsyncRead for ClientIo {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -203,6 +254,19 @@ impl AsyncRead for ClientIo {
                     }
                 }
                 return Poll::Ready(Ok(()));
+            }
+            // A chunked body is read straight in as well, and scanned where it lies.
+            if let (Gate::Chunked(scan), true) = (this.gate, this.pending.is_empty()) {
+                let before = buf.filled().len();
+                ready!(Pin::new(&mut this.stream).poll_read(cx, buf))?;
+                if buf.filled().len() == before {
+                    return Poll::Ready(Ok(()));
+                }
+                this.ctx.on_bytes_read(buf.filled().len() - before);
+                if this.scan_in_place(buf, before, scan) {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
             }
             this.pending.reserve(8 * 1024);
             let spare = this.pending.spare_capacity_mut();

@@ -402,3 +402,56 @@ async fn the_proxys_own_answer_to_head_has_no_body_on_either_path() {
         );
     }
 }
+
+/// A chunked body that arrives while hyper reads it (after `100 Continue`), its end in the same
+/// write as the next head: that head is still judged (refused here: two Hosts) and never reaches
+/// the app; the body does, whole.
+#[tokio::test]
+async fn a_head_after_a_chunked_body_is_judged_too() {
+    for (next, statuses, requests) in [
+        (
+            "GET /after HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            [200, 400],
+            1,
+        ),
+        (
+            "GET /after HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            [200, 200],
+            2,
+        ),
+    ] {
+        let (app, seen) = recording_app().await;
+        let proxy = start_proxy(config_for(app)).await;
+        let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+        let head = "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n";
+        s.write_all(&[v1("192.0.2.79", 443), head.as_bytes().to_vec()].concat())
+            .await
+            .unwrap();
+        // hyper asks for the body only once it reads it: from here on the body is read there.
+        let mut continued = Vec::new();
+        within("100 Continue", async {
+            while !continued.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                assert_eq!(
+                    s.read(&mut byte).await.unwrap(),
+                    1,
+                    "closed before 100 Continue"
+                );
+                continued.push(byte[0]);
+            }
+        })
+        .await;
+        assert!(continued.starts_with(b"HTTP/1.1 100 "), "{continued:?}");
+        let body = format!("5\r\nhello\r\n10\r\n{}\r\n0\r\n\r\n{next}", "x".repeat(16));
+        s.write_all(body.as_bytes()).await.unwrap();
+        let all = read_all(&mut s).await;
+        let got: Vec<u16> = all
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| status(&all[i..]))
+            .collect();
+        assert_eq!(got, statuses, "{all:?}");
+        let received = seen.lock().unwrap().clone();
+        assert_eq!(received.len(), requests, "{received:?}");
+        assert_eq!(received[0].1, [b"hello".as_slice(), &[b'x'; 16]].concat());
+    }
+}
