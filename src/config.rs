@@ -183,12 +183,12 @@ impl Config {
             expected: "string values".into(),
             found: Some(e.to_string()),
         })?;
-        let listen_on = port(
+        let listen_on = listen_port(
             "LISTEN_ON",
             required("LISTEN_ON", raw.listen_on.clone(), PORT)?,
         )?;
         let tls = required("LISTEN_ON_TLS", raw.listen_on_tls.clone(), PORT)?;
-        let listen_on_tls = port("LISTEN_ON_TLS", tls)?;
+        let listen_on_tls = listen_port("LISTEN_ON_TLS", tls)?;
         let host = required(
             "DESTINATION_HOSTNAME",
             raw.destination_hostname.clone(),
@@ -197,7 +197,7 @@ impl Config {
         let destination_hostname = hostname("DESTINATION_HOSTNAME", host)?;
         let dest = required("DESTINATION_PORT", raw.destination_port.clone(), PORT)?;
         let destination_port = port("DESTINATION_PORT", dest)?;
-        if listen_on == listen_on_tls {
+        if listen_on == listen_on_tls && listen_on != 0 {
             return Err(invalid(
                 "LISTEN_ON_TLS",
                 "a port different from LISTEN_ON",
@@ -289,7 +289,7 @@ impl Config {
             let addr: SocketAddr = v.trim().parse().map_err(|_| {
                 invalid(name, "address:port such as 0.0.0.0:9090, or off", v.clone())
             })?;
-            if [self.listen_on, self.listen_on_tls].contains(&addr.port()) {
+            if addr.port() != 0 && [self.listen_on, self.listen_on_tls].contains(&addr.port()) {
                 return Err(invalid(
                     name,
                     "a port other than LISTEN_ON and LISTEN_ON_TLS",
@@ -334,6 +334,7 @@ impl Config {
 }
 
 const PORT: &str = "a TCP port number from 1 to 65535";
+const LISTEN_PORT: &str = "a TCP port number from 1 to 65535 (0: any free port)";
 const HOST: &str = "a host name or IP address, such as app or 10.0.0.5";
 const DURATION: &str = "a duration such as 500ms, 5s, 2m, 1h or a number of seconds";
 
@@ -355,6 +356,15 @@ fn required(
         expected: expected.to_owned(),
         found: None,
     })
+}
+
+/// A port to listen on: `0` asks the system for a free one, which the start-up line reports
+/// (the test suite runs the binary that way).
+fn listen_port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
+    match v.trim().parse::<u16>() {
+        Ok(p) => Ok(p),
+        _ => Err(invalid(variable, LISTEN_PORT, v)),
+    }
 }
 
 fn port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
@@ -453,7 +463,7 @@ mod tests {
     fn malformed_values_name_the_variable_and_the_expectation() {
         let cases: &[(&str, &str)] = &[
             ("LISTEN_ON", "http"),
-            ("LISTEN_ON", "0"),
+            ("DESTINATION_PORT", "0"),
             ("LISTEN_ON_TLS", "70000"),
             ("LISTEN_ON_TLS", "81"),
             ("DESTINATION_HOSTNAME", "http://app"),

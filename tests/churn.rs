@@ -5,7 +5,6 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -84,19 +83,20 @@ async fn churn(tls: std::net::SocketAddr, batches: usize) {
     }
 }
 
-/// Waits (bounded) until the proxy reports no open client connection, then a little longer
-/// for the peers' sockets to go.
-async fn quiesce(proxy: &Running) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !proxy
-        .proxy_metrics
-        .render()
-        .contains("elb_ws_proxy_connections_open 0\n")
-    {
-        assert!(Instant::now() < deadline, "connections never closed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+/// Waits (bounded) until the proxy reports no open client connection or tunnel and the app
+/// holds no more connections than the proxy's idle pool may keep.
+async fn quiesce(proxy: &Running, app: &App) {
+    eventually("connections closed", || {
+        let m = proxy.proxy_metrics.render();
+        let app_open = app.open.load(Ordering::SeqCst);
+        async move {
+            (m.contains("elb_ws_proxy_connections_open 0\n")
+                && m.contains("elb_ws_proxy_websocket_tunnels_open 0\n")
+                && app_open <= BATCH)
+                .then_some(())
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,12 +107,12 @@ async fn thousands_of_connections_leave_nothing_behind() {
     // Measured here in rounds of 2000 connections: live heap 10.5, 11.3, 12.4, 12.7, 12.8,
     // 12.8 MiB: capacity growing to its peak, then flat. 8000 connections get past that.
     churn(proxy.tls, 20).await;
-    quiesce(&proxy).await;
+    quiesce(&proxy, &app).await;
     let (fds_before, live_before, rss_before) = (open_fds(), live_kib(), rss_kib());
 
     churn(proxy.tls, 10).await; // 2000 WebSockets and 2000 keep-alive clients
 
-    quiesce(&proxy).await;
+    quiesce(&proxy, &app).await;
     let (fds_after, live_after, rss_after) = (open_fds(), live_kib(), rss_kib());
     eprintln!(
         "churn: fds {fds_before} → {fds_after}, live heap {live_before} → {live_after} KiB, rss {rss_before} → {rss_after} KiB"

@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::free_port;
+use common::child::{ProxyProcess, BIN};
 use elb_ws_proxy::config::SETTINGS;
-
-const BIN: &str = env!("CARGO_BIN_EXE_elb-ws-proxy");
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -105,47 +102,44 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
 
 #[test]
 fn healthcheck_exit_codes_and_sigterm_exit_zero() {
-    let (plain, tls) = (free_port().to_string(), free_port().to_string());
-    let env = [
-        ("LISTEN_ON", plain.as_str()),
-        ("LISTEN_ON_TLS", tls.as_str()),
-        ("DESTINATION_HOSTNAME", "app.invalid"),
-        ("DESTINATION_PORT", "8080"),
-        ("LISTEN_ADDRESS", "127.0.0.1"),
-        ("TRUSTED_PROXIES", "10.0.0.0/8"),
+    // A port that is bound but not listening: connecting to it is refused, and no other
+    // process can take it while the test holds it.
+    let held = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    held.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    let held_port = held.local_addr().unwrap().as_socket().unwrap().port();
+    let common = [
+        ("DESTINATION_HOSTNAME", "app.invalid".to_owned()),
+        ("DESTINATION_PORT", "8080".to_owned()),
+        ("LISTEN_ADDRESS", "127.0.0.1".to_owned()),
+        ("TRUSTED_PROXIES", "10.0.0.0/8".to_owned()),
     ];
-    let (code, _, err) = run(&["healthcheck"], &env);
-    assert_eq!(code, 1, "nothing listening yet: {err}");
+    let with_ports = |plain: u16, tls: u16| {
+        let mut env = common.to_vec();
+        env.push(("LISTEN_ON", plain.to_string()));
+        env.push(("LISTEN_ON_TLS", tls.to_string()));
+        env
+    };
+    let probe = |env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        run(&["healthcheck"], &env)
+    };
+    let (code, _, err) = probe(&with_ports(1, held_port));
+    assert_eq!(code, 1, "nothing listening: {err}");
     assert!(err.contains("cannot connect"), "{err}");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .envs(env)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
     // Up even though the app's name does not resolve, and healthy in required mode with only
     // a VPC range trusted: the probe's LOCAL header from loopback is accepted.
-    loop {
-        let (code, _, err) = run(&["healthcheck"], &env);
-        if code == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "healthcheck never passed: {err}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    common::sigterm(child.id());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut proxy = ProxyProcess::spawn(&common);
+    let (code, _, err) = probe(&with_ports(proxy.plain.port(), proxy.tls.port()));
+    assert_eq!(code, 0, "{err}");
+    let status = proxy.terminate();
     assert_eq!(status.code(), Some(0));
-    let mut logs = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut logs).unwrap();
+    let logs = proxy.output();
     assert!(
         logs.contains("SIGTERM received") && logs.contains("shutdown complete"),
         "{logs}"

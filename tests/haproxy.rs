@@ -9,74 +9,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+use common::haproxy::Haproxy;
 use common::*;
 
-struct Haproxy {
-    child: Child,
-    addr: SocketAddr,
-    _dir: TempDir,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Starts HAProxy in TCP mode in front of `backend`, sending `send_proxy` (`send-proxy` or `send-proxy-v2`).
 async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!(
-        "elb-ws-proxy-haproxy-{}-{port}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = format!(
-        "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-         frontend elb\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
-         backend instances\n  server proxy {backend} {send_proxy}\n"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, cfg).unwrap();
-    let child = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect(
-            "haproxy must be installed for this test (apt-get install haproxy; .ci/run does it)",
-        );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    within("haproxy listening", async {
-        while TcpStream::connect(addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    Haproxy {
-        child,
-        addr,
-        _dir: TempDir(dir),
-    }
+    Haproxy::start(backend, "", send_proxy).await
 }
 
 async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {

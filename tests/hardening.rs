@@ -3,12 +3,15 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 use elb_ws_proxy::config::ProxyProtocol;
@@ -111,19 +114,30 @@ async fn slow_request_headers_are_cut_but_idle_keepalive_is_not() {
     );
 
     // An idle keep-alive connection outlives REQUEST_HEADER_TIMEOUT (the ELB reuses it) ...
-    let mut sender = client_with_header(proxy.tls, &v1("192.0.2.21", 443)).await;
+    let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+    s.write_all(&v1("192.0.2.21", 443)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
     let resp = sender.send_request(request("/one")).await.unwrap();
     text(resp).await;
+    // Time passing is what is tested here: twice REQUEST_HEADER_TIMEOUT, half KEEPALIVE_TIMEOUT.
     tokio::time::sleep(Duration::from_millis(700)).await;
     let resp = within("second request", sender.send_request(request("/two")))
         .await
         .expect("still open");
     assert!(text(resp).await.starts_with("GET /two"));
-    // ... and is closed at KEEPALIVE_TIMEOUT.
-    tokio::time::sleep(Duration::from_millis(1800)).await;
+    // ... and is closed by the proxy at KEEPALIVE_TIMEOUT after its last response.
+    let idle_from = Instant::now();
+    within("closed after KEEPALIVE_TIMEOUT", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let idle = idle_from.elapsed();
     assert!(
-        sender.send_request(request("/three")).await.is_err(),
-        "closed after KEEPALIVE_TIMEOUT"
+        idle >= Duration::from_millis(1300) && idle < Duration::from_millis(3000),
+        "{idle:?}"
     );
 }
 
@@ -185,10 +199,11 @@ async fn connections_beyond_the_limit_wait_instead_of_failing() {
     let _b = client_with_header(proxy.tls, &v1("192.0.2.26", 443)).await;
     text(a.send_request(request("/")).await.unwrap()).await;
     let (tls, third_req) = (proxy.tls, [v1("192.0.2.27", 443), get("/", "")].concat());
-    let third = tokio::spawn(async move { exchange(tls, &third_req).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut third = tokio::spawn(async move { exchange(tls, &third_req).await });
     assert!(
-        !third.is_finished(),
+        tokio::time::timeout(Duration::from_millis(400), &mut third)
+            .await
+            .is_err(),
         "the third connection waits while two are open"
     );
     drop(a);
@@ -345,24 +360,61 @@ async fn an_app_that_dies_mid_response_closes_the_client_promptly() {
         .contains("elb_ws_proxy_upstream_errors_total{kind=\"reset\"} 1"));
 }
 
+/// An app that accepts one WebSocket, says hello, and then dies when told: its socket is reset
+/// (`"reset"`, a crash with data unread) or closed without a close frame (`"close"`, a process
+/// that exits).
+async fn mortal_websocket_app(how: &'static str) -> (SocketAddr, oneshot::Sender<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (kill, killed) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (s, _) = l.accept().await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(s).await.unwrap();
+        ws.send(Message::text("hello")).await.unwrap();
+        let _ = killed.await;
+        let s = ws.into_inner();
+        if how == "reset" {
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+        }
+        drop(s);
+    });
+    (addr, kill)
+}
+
 #[tokio::test]
 async fn an_app_dying_under_a_websocket_closes_the_client() {
-    let app = start_app().await;
-    let proxy = start_proxy(config_for(app.addr)).await;
-    let mut ws = websocket(proxy.tls, &v1("192.0.2.32", 443), "/ws").await;
-    within("hello", ws.next()).await.unwrap().unwrap();
-    drop(app); // aborts the app's accept loop; the tunnel's app side is its own task ...
-    ws.send(Message::Close(None)).await.unwrap();
-    // ... which ends on the close frame; the proxy passes the close on and the client sees the end.
-    let end = within("end", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            }
+    for how in ["close", "reset"] {
+        let (app, kill) = mortal_websocket_app(how).await;
+        let proxy = start_proxy(config_for(app)).await;
+        let mut ws = websocket(proxy.tls, &v1("192.0.2.32", 443), "/ws").await;
+        within("hello", ws.next()).await.unwrap().unwrap();
+        assert!(proxy
+            .proxy_metrics
+            .render()
+            .contains("elb_ws_proxy_websocket_tunnels_open 1\n"));
+        kill.send(()).unwrap();
+        // The client sees the stream end (no close frame ever came from the app) ...
+        let end = within(how, ws.next()).await;
+        assert!(
+            matches!(end, None | Some(Err(_))),
+            "{how}: the client's side ends, got {end:?}"
+        );
+        // ... and the proxy lets go of the tunnel: at once after a reset; after a FIN, once the
+        // client has closed its side too (it may still send, a half-closed tunnel carries it).
+        if how == "close" {
+            drop(ws);
         }
-    });
-    end.await;
+        eventually("the tunnel is released", || {
+            let m = proxy.proxy_metrics.render();
+            async move {
+                m.contains("elb_ws_proxy_websocket_tunnels_open 0\n")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -434,7 +486,12 @@ async fn clients_that_never_read_do_not_stop_others() {
         .unwrap();
         stuck.push(s);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = app.connections.clone();
+    eventually("all 20 downloads reach the app", || {
+        let n = served.load(Ordering::SeqCst);
+        async move { (n >= 20).then_some(()) }
+    })
+    .await;
     still_serving(proxy.tls).await;
     // Backpressure, not buffering: 20 × 64 MiB would be 1.25 GiB if the proxy held the bodies.
     // (Other tests share this process, hence the loose bound.)
@@ -454,12 +511,19 @@ async fn shutdown_delay_fails_health_checks_first_and_keeps_serving() {
     let tls = proxy.tls;
     let slow_req = [v1("192.0.2.40", 443), get("/slow", "")].concat();
     let slow = tokio::spawn(async move { exchange(tls, &slow_req).await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reached = app.connections.clone();
+    eventually("the slow request reaches the app", || {
+        let n = reached.load(Ordering::SeqCst);
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
     let started = Instant::now();
     proxy.signal();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let ping = exchange(tls, &[v1("192.0.2.41", 443), get("/ping", "")].concat()).await;
-    assert_eq!(status(&ping), 503, "{ping}");
+    let ping = [v1("192.0.2.41", 443), get("/ping", "")].concat();
+    eventually("/ping fails once draining", || async {
+        (status(&exchange(tls, &ping).await) == 503).then_some(())
+    })
+    .await;
     still_serving(tls).await;
     let resp = within("in-flight", slow).await.unwrap();
     assert_eq!(status(&resp), 200);
@@ -477,10 +541,12 @@ async fn an_app_closing_idle_keepalive_connections_causes_no_502() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let app = l.local_addr().unwrap();
     let opened = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = opened.clone();
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (counter, closer) = (opened.clone(), closed.clone());
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
             counter.fetch_add(1, Ordering::SeqCst);
+            let closer = closer.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 if s.read(&mut buf).await.unwrap_or(0) > 0 {
@@ -489,6 +555,8 @@ async fn an_app_closing_idle_keepalive_connections_causes_no_502() {
                         .await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                drop(s);
+                closer.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
@@ -496,8 +564,13 @@ async fn an_app_closing_idle_keepalive_connections_causes_no_502() {
     for i in 0..3 {
         let resp = exchange(proxy.tls, &[v1("192.0.2.70", 443), get("/", "")].concat()).await;
         assert_eq!(status(&resp), 200, "request {i}: {resp}");
-        // Long enough for the app to have closed the now idle, pooled connection.
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The app closes the now idle, pooled connection; the next request must not hit it.
+        let closed = closed.clone();
+        eventually("the app closed its connection", || {
+            let n = closed.load(Ordering::SeqCst);
+            async move { (n > i).then_some(()) }
+        })
+        .await;
     }
     assert_eq!(
         opened.load(Ordering::SeqCst),

@@ -3,10 +3,6 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -58,14 +54,11 @@ async fn metrics_endpoint_counts_what_happened() {
     assert_eq!(metric(&during, "elb_ws_proxy_websocket_tunnels_open"), 1.0);
     drop(ws);
 
-    let deadline = Instant::now() + WAIT;
-    let after = loop {
+    let after = eventually("the tunnel closes", || async {
         let m = scrape().await;
-        if metric(&m, "elb_ws_proxy_websocket_tunnels_open") == 0.0 || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        (metric(&m, "elb_ws_proxy_websocket_tunnels_open") == 0.0).then_some(m)
+    })
+    .await;
     assert_eq!(
         metric(&after, "elb_ws_proxy_requests_total{class=\"2xx\"}"),
         3.0
@@ -135,47 +128,20 @@ async fn metrics_endpoint_counts_what_happened() {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line() {
     let app = start_app().await;
-    let (plain, tls) = (free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_elb-ws-proxy"))
-        .env_clear()
-        .envs([
-            ("LISTEN_ON", plain.to_string()),
-            ("LISTEN_ON_TLS", tls.to_string()),
-            ("DESTINATION_HOSTNAME", "127.0.0.1".into()),
-            ("DESTINATION_PORT", app.addr.port().to_string()),
-            ("LISTEN_ADDRESS", "127.0.0.1".into()),
-            ("LOG_FORMAT", "json".into()),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{tls}").parse().unwrap();
-    within("listening", async {
-        while tokio::net::TcpStream::connect(tls_addr).await.is_err() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
+    let mut proxy = child::ProxyProcess::spawn(&[
+        ("DESTINATION_HOSTNAME", "127.0.0.1".into()),
+        ("DESTINATION_PORT", app.addr.port().to_string()),
+        ("LOG_FORMAT", "json".into()),
+    ]);
     let resp = exchange(
-        tls_addr,
+        proxy.tls,
         &[v1("192.0.2.60", 443), get("/logged", "")].concat(),
     )
     .await;
     assert_eq!(status(&resp), 200);
-    exchange(tls_addr, b"no header here\r\n\r\n").await;
-    sigterm(child.id());
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not exit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    exchange(proxy.tls, b"no header here\r\n\r\n").await;
+    assert_eq!(proxy.terminate().code(), Some(0));
+    let out = proxy.output();
     let lines: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))

@@ -68,8 +68,10 @@ async fn header_and_request_split_across_many_writes() {
     let proxy = start_proxy(config_for(app.addr)).await;
     let all = [v1("192.0.2.1", 443), get("/split", "")].concat();
     let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+    s.set_nodelay(true).unwrap();
     for chunk in all.chunks(7) {
         s.write_all(chunk).await.unwrap();
+        // Pacing, so the pieces arrive as separate segments.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let resp = read_all(&mut s).await;
@@ -481,14 +483,18 @@ async fn drain_finishes_in_flight_work_and_exits() {
     let slow = tokio::spawn(async move { exchange(tls, &slow_req).await });
     let mut ws = websocket(tls, &v1("192.0.2.15", 443), "/ws").await;
     within("hello", ws.next()).await.unwrap().unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reached = app.connections.clone();
+    eventually("the slow request and the WebSocket reach the app", || {
+        let n = reached.load(Ordering::SeqCst);
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
     let started = Instant::now();
     let stopping = tokio::spawn(proxy.stop());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        TcpStream::connect(tls).await.is_err(),
-        "no longer accepting"
-    );
+    eventually("no longer accepting", || async {
+        TcpStream::connect(tls).await.is_err().then_some(())
+    })
+    .await;
     ws.send(Message::text("still here")).await.unwrap();
     let back = within("echo during drain", ws.next())
         .await

@@ -26,6 +26,33 @@ use tokio_tungstenite::WebSocketStream;
 
 use elb_ws_proxy::{Config, Proxy};
 
+pub mod child;
+pub mod haproxy;
+
+/// A directory under the system's temp dir, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(what: &str) -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let dir =
+            std::env::temp_dir().join(format!("elb-ws-proxy-{what}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Upper bound for any single network wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -35,10 +62,31 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// A running test app; it counts the TCP connections it accepted.
+/// Polls `check` until it yields a value, at most `WAIT`: for state that another task or
+/// process changes and that has no event to wait on (a metric, a counter, a log line).
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(what, async {
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// A running test app; it counts the TCP connections it accepted and those still open.
 pub struct App {
     pub addr: SocketAddr,
+    /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections not yet closed (by either side).
+    pub open: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -48,15 +96,6 @@ impl Drop for App {
     }
 }
 
-/// A port that was free a moment ago, for peers that must be told their port up front.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub async fn start_app() -> App {
     start_app_on(TcpListener::bind("127.0.0.1:0").await.unwrap()).await
 }
@@ -64,15 +103,18 @@ pub async fn start_app() -> App {
 pub async fn start_app_on(listener: TcpListener) -> App {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
-    let counter = connections.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (counter, still_open) = (connections.clone(), open.clone());
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, peer)) = listener.accept().await else {
                 return;
             };
             counter.fetch_add(1, Ordering::SeqCst);
+            still_open.fetch_add(1, Ordering::SeqCst);
+            let guard = Arc::new(OpenGuard(still_open.clone()));
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| app(req, peer));
+                let svc = hyper::service::service_fn(move |req| app(req, peer, guard.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .with_upgrades()
@@ -83,7 +125,18 @@ pub async fn start_app_on(listener: TcpListener) -> App {
     App {
         addr,
         connections,
+        open,
         task,
+    }
+}
+
+/// Held by an app connection and by the task that serves its upgraded stream; the last one
+/// to go marks the connection closed.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -97,6 +150,7 @@ fn full(s: impl Into<Bytes>) -> AppBody {
 async fn app(
     mut req: Request<Incoming>,
     peer: SocketAddr,
+    guard: Arc<OpenGuard>,
 ) -> Result<Response<AppBody>, Infallible> {
     let path = req.uri().path().to_owned();
     match path.as_str() {
@@ -164,7 +218,7 @@ async fn app(
             }
             Ok(Response::new(full(format!("received {total}"))))
         }
-        "/ws" | "/ws-refuse" | "/raw" => upgrade(&mut req, &path, peer),
+        "/ws" | "/ws-refuse" | "/raw" => upgrade(&mut req, &path, guard),
         _ => {
             let mut text = format!("{} {}\npeer: {}\n", req.method(), req.uri(), peer);
             for (name, value) in req.headers() {
@@ -189,7 +243,7 @@ async fn app(
 fn upgrade(
     req: &mut Request<Incoming>,
     path: &str,
-    _peer: SocketAddr,
+    guard: Arc<OpenGuard>,
 ) -> Result<Response<AppBody>, Infallible> {
     if path == "/ws-refuse" {
         let mut r = Response::new(full("no websockets here"));
@@ -210,6 +264,7 @@ fn upgrade(
         resp.headers_mut()
             .insert("upgrade", "echo".parse().unwrap());
         tokio::spawn(async move {
+            let _guard = guard;
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
@@ -243,6 +298,7 @@ fn upgrade(
     resp.headers_mut()
         .insert("sec-websocket-accept", key.parse().unwrap());
     tokio::spawn(async move {
+        let _guard = guard;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };

@@ -1,0 +1,72 @@
+//! HAProxy as the load balancer in front of the proxy (TCP mode, as an ELB or NLB is). The test
+//! binds the frontend's socket itself and hands it over as `fd@3`, so there is no port to guess.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use super::TempDir;
+
+/// A running HAProxy; killed when dropped.
+pub struct Haproxy {
+    child: Child,
+    /// Where clients connect (the balancer's listener).
+    pub addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    /// Starts HAProxy in TCP mode forwarding to `backend` with `server_options` (for example
+    /// `send-proxy-v2`); `bind_options` follow the frontend's `bind fd@3` (for example
+    /// `ssl crt <pem> alpn h2,http/1.1`).
+    pub async fn start(backend: SocketAddr, bind_options: &str, server_options: &str) -> Haproxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = TempDir::new("haproxy");
+        let cfg = format!(
+            "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+             frontend elb\n  bind fd@3 {bind_options}\n  default_backend instances\n\
+             backend instances\n  server proxy {backend} {server_options}\n"
+        );
+        let path = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("haproxy");
+        cmd.arg("-db")
+            .arg("-f")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == 3 {
+                    let flags = libc::fcntl(3, libc::F_GETFD);
+                    libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect(
+            "haproxy must be installed for this test (apt-get install haproxy; .ci/run does it)",
+        );
+        // The socket listens already: clients that connect before HAProxy is up wait in its
+        // accept queue, so there is nothing to wait for here.
+        drop(listener);
+        Haproxy {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
