@@ -10,7 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::settings::{default_of, parse_cidrs, parse_protocols};
+use crate::settings::{
+    default_of, parse_cidrs, parse_endpoint_header, parse_endpoints, parse_protocols,
+};
 pub use crate::settings::{
     leftover_overrides, parse_duration, parse_size, Setting, REQUIRED, SETTINGS,
 };
@@ -75,6 +77,14 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `LOG_FORMAT`: text or JSON lines.
     pub log_format: LogFormat,
+    /// `LOG_HEALTH_CHECKS`: `/ping` requests get access lines too.
+    pub log_health_checks: bool,
+    /// `TCP_KEEPALIVE`: idle time before keepalive probes on client and app sockets; `None` off.
+    pub tcp_keepalive: Option<Duration>,
+    /// `VPC_ENDPOINT_HEADER`: the header carrying the PrivateLink endpoint id; `None` not sent.
+    pub vpc_endpoint_header: Option<http::HeaderName>,
+    /// `ALLOWED_VPC_ENDPOINTS`: endpoint ids a connection must come through; empty allows all.
+    pub allowed_vpc_endpoints: Vec<String>,
 }
 
 /// A setting that is missing or malformed: names the variable, what was expected and what was found.
@@ -128,6 +138,10 @@ struct RawEnv {
     shutdown_timeout: Option<String>,
     metrics_listen: Option<String>,
     log_format: Option<String>,
+    log_health_checks: Option<String>,
+    tcp_keepalive: Option<String>,
+    vpc_endpoint_header: Option<String>,
+    allowed_vpc_endpoints: Option<String>,
 }
 
 impl Config {
@@ -161,6 +175,10 @@ impl Config {
             shutdown_timeout: Duration::ZERO,
             metrics_listen: None,
             log_format: LogFormat::Text,
+            log_health_checks: false,
+            tcp_keepalive: None,
+            vpc_endpoint_header: None,
+            allowed_vpc_endpoints: Vec::new(),
         };
         c.apply(RawEnv::default())
             .expect("every default in SETTINGS is a valid value");
@@ -176,8 +194,13 @@ impl Config {
     pub fn from_vars<I: IntoIterator<Item = (String, String)>>(
         vars: I,
     ) -> Result<Self, ConfigError> {
-        // Empty values count as unset, as they do for most container tooling.
-        let vars = vars.into_iter().filter(|(_, v)| !v.trim().is_empty());
+        // Empty values count as unset, as they do for most container tooling, except where
+        // empty is documented to mean "off".
+        let vars = vars.into_iter().filter_map(|(k, v)| match v.trim() {
+            "" if k == "VPC_ENDPOINT_HEADER" => Some((k, "off".to_owned())),
+            "" => None,
+            _ => Some((k, v)),
+        });
         let raw: RawEnv = envy::from_iter(vars).map_err(|e| ConfigError {
             variable: "environment",
             expected: "string values".into(),
@@ -304,6 +327,33 @@ impl Config {
             "json" => LogFormat::Json,
             _ => return Err(invalid(name, "text or json", v)),
         };
+        let (name, v) = value("LOG_HEALTH_CHECKS", raw.log_health_checks);
+        self.log_health_checks = match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" | "on" => true,
+            "false" | "no" | "0" | "off" => false,
+            _ => return Err(invalid(name, "true or false", v)),
+        };
+        let keepalive = duration(value("TCP_KEEPALIVE", raw.tcp_keepalive))?;
+        self.tcp_keepalive = match keepalive.as_secs() {
+            0 if keepalive.is_zero() => None,
+            // The kernel counts keepalive time in whole seconds, at most 32767.
+            1..=32767 => Some(keepalive),
+            _ => {
+                let expected = "whole seconds from 1s to 32767s, or 0 for off";
+                return Err(invalid("TCP_KEEPALIVE", expected, format!("{keepalive:?}")));
+            }
+        };
+        let (name, v) = value("VPC_ENDPOINT_HEADER", raw.vpc_endpoint_header);
+        self.vpc_endpoint_header = parse_endpoint_header(&v).ok_or_else(|| {
+            let expected = "a header name such as X-Amzn-Vpce-Id that the proxy does not otherwise set, or empty (off)";
+            invalid(name, expected, v.clone())
+        })?;
+        let (name, v) = value("ALLOWED_VPC_ENDPOINTS", raw.allowed_vpc_endpoints);
+        self.allowed_vpc_endpoints = parse_endpoints(&v).ok_or_else(|| {
+            let expected =
+                "comma-separated VPC endpoint ids such as vpce-0123456789abcdef0, or any";
+            invalid(name, expected, v.clone())
+        })?;
         Ok(())
     }
 
@@ -317,7 +367,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
@@ -329,6 +379,9 @@ impl Config {
             self.upgrade_protocols.join(","),
             secs(self.shutdown_delay), secs(self.shutdown_timeout),
             self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
+            self.log_health_checks, self.tcp_keepalive.map_or("off".to_owned(), secs),
+            self.vpc_endpoint_header.as_ref().map_or("off", |h| h.as_str()),
+            if self.allowed_vpc_endpoints.is_empty() { "any".to_owned() } else { self.allowed_vpc_endpoints.join(",") },
         )
     }
 }
@@ -550,6 +603,10 @@ mod tests {
             "SHUTDOWN_TIMEOUT",
             "METRICS_LISTEN",
             "LOG_FORMAT",
+            "LOG_HEALTH_CHECKS",
+            "TCP_KEEPALIVE",
+            "VPC_ENDPOINT_HEADER",
+            "ALLOWED_VPC_ENDPOINTS",
         ] {
             assert!(names.contains(&field), "{field} missing from SETTINGS");
         }

@@ -54,11 +54,20 @@ pub(crate) async fn serve(
         Ok(origin) => origin,
         Err(refusal) => {
             shared.metrics.refused(&refusal);
-            tracing::warn!(%peer, reason = %refusal, "connection refused");
+            if refusal.quiet() {
+                tracing::debug!(%peer, reason = %refusal, "connection closed before a header");
+            } else {
+                tracing::warn!(%peer, reason = %refusal, "connection refused");
+            }
             return;
         }
     };
-    let forwarding = Forwarding::new(origin.client, origin.destination_port);
+    let forwarding = Forwarding::new(
+        origin.client,
+        origin.destination_port,
+        shared.config.vpc_endpoint_header.clone(),
+        origin.vpce.as_deref(),
+    );
     let ctx = Arc::new(ConnCtx::new(forwarding, port, origin.health_only));
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
     let buf = BytesMut::from(origin.leftover);
@@ -232,10 +241,11 @@ async fn handle(
         config: &shared.config,
         ctx: &ctx,
     };
-    let resp = if rules::is_ping(method.as_str(), uri.path()) {
+    let ping = rules::is_ping(method.as_str(), uri.path());
+    let resp = if ping {
         health::answer(shared.drain.is_draining())
     } else if ctx.health_only {
-        shared.metrics.refused_reason("no_proxy_header_request");
+        shared.metrics.refused_header_less_request();
         tracing::warn!(client = %ctx.forwarding.client, path = uri.path(), "request without a PROXY header refused (only /ping is answered)");
         hyper_path::closing(body::text(
             StatusCode::BAD_REQUEST,
@@ -265,12 +275,18 @@ async fn handle(
     };
     let elapsed = started.elapsed();
     shared.metrics.request(resp.status(), elapsed);
-    logging::access(
-        ctx.forwarding.client,
-        method.as_str(),
-        uri.path(),
-        resp.status(),
-        upstream.then_some(elapsed),
-    );
+    if ping {
+        // Balancers poll this from every node many times a minute.
+        shared.metrics.health_check(resp.status());
+    }
+    if !ping || shared.config.log_health_checks {
+        logging::access(
+            &ctx.forwarding,
+            method.as_str(),
+            uri.path(),
+            resp.status(),
+            upstream.then_some(elapsed),
+        );
+    }
     Ok(resp.map(|inner| Tracked { inner, ctx }))
 }

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 /// The forwarding facts of one client connection.
 #[derive(Debug, Clone)]
@@ -14,17 +14,35 @@ pub struct Forwarding {
     pub(crate) for_value: HeaderValue,
     /// `X-Forwarded-Port`: the port the client reached on the balancer, when known.
     pub(crate) port: Option<HeaderValue>,
+    /// `VPC_ENDPOINT_HEADER`, when configured: a client's header of that name is always
+    /// dropped, whether or not there is an id to send in it.
+    pub(crate) vpce_header: Option<HeaderName>,
+    /// The PrivateLink endpoint id the client came through, from the PROXY v2 header.
+    pub(crate) vpce: Option<HeaderValue>,
 }
 
+static FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 impl Forwarding {
-    /// The facts for `client`, who reached the balancer on `port`.
-    pub fn new(client: SocketAddr, port: Option<u16>) -> Self {
+    /// The facts for `client`, who reached the balancer on `port`, through the VPC endpoint
+    /// `vpce` (sent to the app in `vpce_header`, when that is set).
+    pub fn new(
+        client: SocketAddr,
+        port: Option<u16>,
+        vpce_header: Option<HeaderName>,
+        vpce: Option<&str>,
+    ) -> Self {
         let for_value = HeaderValue::from_str(&client.ip().to_canonical().to_string())
             .expect("an IP address is a valid header value");
         Forwarding {
             client,
             for_value,
             port: port.map(HeaderValue::from),
+            vpce_header,
+            // The PROXY header reader admits only short ASCII tokens as ids.
+            vpce: vpce.and_then(|id| HeaderValue::from_str(id).ok()),
         }
     }
 
@@ -33,13 +51,20 @@ impl Forwarding {
         self.client
     }
 
-    /// The headers the app gets, in the order they are written.
-    pub(crate) fn headers(&self) -> impl Iterator<Item = (&'static str, &HeaderValue)> {
+    /// The VPC endpoint id, when the client came through one.
+    pub(crate) fn vpce(&self) -> Option<&str> {
+        self.vpce.as_ref().and_then(|v| v.to_str().ok())
+    }
+
+    /// The headers the app gets, in the order they are written. Any header of the client's
+    /// with one of these names is dropped first (see `rules`).
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         static HTTPS: HeaderValue = HeaderValue::from_static("https");
         [
-            Some(("x-forwarded-for", &self.for_value)),
-            Some(("x-forwarded-proto", &HTTPS)),
-            self.port.as_ref().map(|p| ("x-forwarded-port", p)),
+            Some((&FOR, &self.for_value)),
+            Some((&PROTO, &HTTPS)),
+            self.port.as_ref().map(|p| (&PORT, p)),
+            self.vpce_header.as_ref().zip(self.vpce.as_ref()),
         ]
         .into_iter()
         .flatten()

@@ -139,9 +139,9 @@ async fn send(
 /// and the proxy's own framing and upgrade headers; an absolute-form target becomes origin-form.
 fn prepare_head(parts: &mut request::Parts, from: &Forwarding, rules: &RequestRules) {
     let headers = &mut parts.headers;
-    keep_only(headers, |name| rules.forwards(name));
+    keep_only(headers, |name| rules.forwards(name, from));
     for (name, value) in from.headers() {
-        headers.insert(HeaderName::from_static(name), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
     for (name, value) in rules.hop_headers() {
         if let Ok(value) = HeaderValue::from_str(value) {

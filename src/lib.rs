@@ -17,6 +17,7 @@ mod client_io;
 pub mod config;
 mod conn_state;
 mod connection;
+pub mod descriptors;
 mod error;
 mod forwarding;
 pub mod health;
@@ -34,6 +35,7 @@ mod server;
 pub mod settings;
 mod shared;
 pub mod shutdown;
+pub mod sockets;
 mod tunnel;
 mod upstream;
 

@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::conn_state::Port;
 use crate::connection;
+use crate::descriptors;
 use crate::shared::Shared;
+use crate::sockets;
 
 /// Pause after a failed accept (out of descriptors, say) before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -50,8 +52,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, plain: TcpListener, tls: Tc
         };
         match accepted {
             Ok((stream, peer)) => {
-                // Small writes (response heads, WebSocket frames) must not wait for Nagle.
-                let _ = stream.set_nodelay(true);
+                if let Err(e) = sockets::configure(&stream, shared.config.tcp_keepalive) {
+                    tracing::debug!(%peer, error = %e, "could not set socket options");
+                }
                 shared.tasks.spawn(connection::serve(
                     shared.clone(),
                     stream,
@@ -62,7 +65,11 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, plain: TcpListener, tls: Tc
             }
             Err(e) => {
                 // Out of file descriptors or similar: say so, back off, keep serving.
-                tracing::warn!(error = %e, listener = ?port, "accept failed");
+                if descriptors::is_exhausted(&e) {
+                    shared.exhaustion.note("accept", &e);
+                } else {
+                    tracing::warn!(error = %e, listener = ?port, "accept failed");
+                }
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
             }
         }

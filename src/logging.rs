@@ -14,6 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::forwarding::Forwarding;
 
 /// Batched lines not yet written to stdout.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -57,22 +58,35 @@ pub fn init(format: LogFormat) {
     }
 }
 
-/// The access log: one line per request, from either HTTP path.
-pub fn access(
-    client: std::net::SocketAddr,
+/// The access log: one line per request, from every HTTP path; the VPC endpoint id only when
+/// the client came through one.
+pub(crate) fn access(
+    from: &Forwarding,
     method: &str,
     path: &str,
     status: http::StatusCode,
     upstream: Option<Duration>,
 ) {
-    tracing::info!(
-        target: "access",
-        client = %client,
-        method = %method,
-        path = path,
-        status = status.as_u16(),
-        upstream_ms = upstream.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-    );
+    let upstream_ms = upstream.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    match from.vpce() {
+        Some(vpce) => tracing::info!(
+            target: "access",
+            client = %from.client,
+            method = %method,
+            path = path,
+            status = status.as_u16(),
+            upstream_ms,
+            vpce,
+        ),
+        None => tracing::info!(
+            target: "access",
+            client = %from.client,
+            method = %method,
+            path = path,
+            status = status.as_u16(),
+            upstream_ms,
+        ),
+    }
 }
 
 /// Writes out every batched line. Called at exit so nothing logged is lost.

@@ -18,15 +18,9 @@ use crate::proxy_header::Refusal;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
-const REFUSAL_REASONS: [&str; 7] = [
-    "proxy_header_missing",
-    "proxy_header_malformed",
-    "proxy_header_timeout",
-    "untrusted_peer",
-    "closed_before_header",
-    "io_error",
-    "no_proxy_header_request",
-];
+/// Refused after the header: a request other than `/ping` on a header-less health-check
+/// connection.
+const NO_HEADER_REQUEST: &str = "no_proxy_header_request";
 
 /// The proxy's counters, gauges and histogram.
 pub struct Metrics {
@@ -39,6 +33,11 @@ pub struct Metrics {
     upstream: [Counter; 3],
     tunnels_open: Gauge,
     tunnels_total: Counter,
+    health_ok: Counter,
+    health_draining: Counter,
+    exhausted_accept: Counter,
+    exhausted_connect: Counter,
+    connection_limit: Gauge,
     bytes_from_clients: Counter,
     bytes_to_clients: Counter,
     duration: Histogram,
@@ -71,7 +70,7 @@ impl Metrics {
             "Connections closed before any HTTP, by reason",
             refused.clone(),
         );
-        for reason in REFUSAL_REASONS {
+        for reason in Refusal::LABELS.into_iter().chain([NO_HEADER_REQUEST]) {
             drop(refused.get_or_create(&vec![("reason", reason)]));
         }
         let requests = Family::<Labels, Counter>::default();
@@ -104,6 +103,24 @@ impl Metrics {
             "Bytes on client connections, by direction",
             bytes.clone(),
         );
+        let health = Family::<Labels, Counter>::default();
+        registry.register(
+            "health_checks",
+            "/ping requests answered, by status (not in the access log unless LOG_HEALTH_CHECKS)",
+            health.clone(),
+        );
+        let exhausted = Family::<Labels, Counter>::default();
+        registry.register(
+            "descriptors_exhausted",
+            "Accepts and app connects that failed for want of file descriptors",
+            exhausted.clone(),
+        );
+        let connection_limit = Gauge::default();
+        registry.register(
+            "connection_limit",
+            "Client connections served at once: MAX_CONNECTIONS, or less when descriptors are short",
+            connection_limit.clone(),
+        );
         let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
             "request_duration_seconds",
@@ -122,6 +139,11 @@ impl Metrics {
             refused,
             tunnels_open,
             tunnels_total,
+            health_ok: counter(&health, "status", "200"),
+            health_draining: counter(&health, "status", "503"),
+            exhausted_accept: counter(&exhausted, "at", "accept"),
+            exhausted_connect: counter(&exhausted, "at", "connect"),
+            connection_limit,
             bytes_from_clients: counter(&bytes, "direction", "from_client"),
             bytes_to_clients: counter(&bytes, "direction", "to_client"),
             duration,
@@ -147,8 +169,38 @@ impl Metrics {
         self.refused_reason(why.label());
     }
 
-    pub fn refused_reason(&self, reason: &'static str) {
+    fn refused_reason(&self, reason: &'static str) {
         self.refused.get_or_create(&vec![("reason", reason)]).inc();
+    }
+
+    /// A request other than `/ping` on a connection that came without a PROXY header.
+    pub fn refused_header_less_request(&self) {
+        self.refused_reason(NO_HEADER_REQUEST);
+    }
+
+    /// A `/ping` answered (`200`, or `503` while draining).
+    pub fn health_check(&self, status: StatusCode) {
+        if status == StatusCode::OK {
+            &self.health_ok
+        } else {
+            &self.health_draining
+        }
+        .inc();
+    }
+
+    /// An accept (`connect = false`) or app connect that ran out of file descriptors.
+    pub fn descriptors_exhausted(&self, connect: bool) {
+        if connect {
+            &self.exhausted_connect
+        } else {
+            &self.exhausted_accept
+        }
+        .inc();
+    }
+
+    /// The connection cap in force.
+    pub fn set_connection_limit(&self, n: usize) {
+        self.connection_limit.set(n as i64);
     }
 
     pub fn request(&self, status: StatusCode, elapsed: Duration) {

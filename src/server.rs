@@ -12,11 +12,37 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::descriptors::{self, Exhaustion};
 use crate::request_head::HeadLimits;
 use crate::shared::Shared;
 use crate::shutdown::Drain;
 use crate::upstream::{system_resolver, Resolver, Upstream};
 use crate::{listener, metrics, metrics_listener};
+
+/// Raises the descriptor limit as far as allowed, and returns the connection cap it can hold:
+/// `wanted`, or less with one warning that gives both numbers.
+fn descriptor_cap(wanted: usize) -> usize {
+    let Some(limit) = descriptors::raise() else {
+        return wanted;
+    };
+    if limit.soft > limit.was {
+        tracing::debug!(
+            from = limit.was,
+            to = limit.soft,
+            "raised the soft RLIMIT_NOFILE"
+        );
+    }
+    let cap = descriptors::connection_cap(limit.soft, wanted);
+    if cap < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            descriptors = limit.soft,
+            serving = cap,
+            "RLIMIT_NOFILE cannot hold MAX_CONNECTIONS (two descriptors each); serving fewer at once, the rest wait to be accepted"
+        );
+    }
+    cap
+}
 
 /// A proxy whose listeners are bound and which is ready to serve.
 pub struct Proxy {
@@ -35,8 +61,12 @@ impl Proxy {
 
     /// As [`Proxy::bind`], looking the app's name up with `resolver` (tests use this to make
     /// the name unresolvable, then resolvable, without touching the system's files).
-    pub async fn bind_with_resolver(config: Config, resolver: Resolver) -> io::Result<Self> {
-        let upstream = Upstream::new(&config, resolver);
+    pub async fn bind_with_resolver(mut config: Config, resolver: Resolver) -> io::Result<Self> {
+        config.max_connections = descriptor_cap(config.max_connections);
+        let counters = Arc::new(metrics::Metrics::new());
+        counters.set_connection_limit(config.max_connections);
+        let exhaustion = Arc::new(Exhaustion::new(counters.clone()));
+        let upstream = Upstream::new(&config, resolver, exhaustion.clone());
         let bind = |port: u16, var: &str| {
             let addr = SocketAddr::new(config.listen_address, port);
             listener::bind(addr).map_err(|e| {
@@ -72,9 +102,10 @@ impl Proxy {
             limits,
             upstream,
             drain: Drain::default(),
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics: counters,
             http,
             tasks: TaskTracker::new(),
+            exhaustion,
             config,
         };
         Ok(Proxy {

@@ -52,7 +52,11 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },
     Setting { name: "SHUTDOWN_TIMEOUT", default: "30s", meaning: "then let in-flight work finish for at most this long, and exit" },
     Setting { name: "METRICS_LISTEN", default: "off", meaning: "address:port for Prometheus metrics at /metrics" },
+    Setting { name: "TCP_KEEPALIVE", default: "60s", meaning: "idle time before TCP keepalive probes on client and app sockets; a dead peer is dropped after about twice this (0 = off)" },
+    Setting { name: "VPC_ENDPOINT_HEADER", default: "X-Amzn-Vpce-Id", meaning: "header that carries the PrivateLink endpoint id from the PROXY v2 header to the app (empty = not sent)" },
+    Setting { name: "ALLOWED_VPC_ENDPOINTS", default: "any", meaning: "comma-separated VPC endpoint ids; connections through any other endpoint, or none, are refused" },
     Setting { name: "LOG_FORMAT", default: "text", meaning: "`text` or `json` (one object per line)" },
+    Setting { name: "LOG_HEALTH_CHECKS", default: "false", meaning: "`true` writes access lines for `/ping` too (they are always counted in metrics)" },
     Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },
 ];
 
@@ -118,6 +122,50 @@ pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
 }
 
 /// `websocket, Foo/2` → `["websocket", "foo/2"]`; `None` if empty, not tokens, or `h2c`.
+/// `VPC_ENDPOINT_HEADER`: `Some(name)`, `Some(None)` for off, `None` when invalid. The name may
+/// not be one the proxy writes or frames by, or the two would be confused.
+pub(crate) fn parse_endpoint_header(v: &str) -> Option<Option<http::HeaderName>> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Some(None);
+    }
+    let name = http::HeaderName::from_bytes(v.as_bytes()).ok()?;
+    let taken = [
+        "host",
+        "connection",
+        "upgrade",
+        "content-length",
+        "transfer-encoding",
+        "forwarded",
+        "x-real-ip",
+    ];
+    let n = name.as_str();
+    (!taken.contains(&n) && !n.starts_with("x-forwarded-")).then_some(Some(name))
+}
+
+/// `ALLOWED_VPC_ENDPOINTS`: `any` (or nothing) allows all; otherwise ids like
+/// `vpce-0123456789abcdef0`, compared exactly.
+pub(crate) fn parse_endpoints(v: &str) -> Option<Vec<String>> {
+    if v.trim().eq_ignore_ascii_case("any") {
+        return Some(Vec::new());
+    }
+    let ids: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let valid = |id: &String| {
+        id.strip_prefix("vpce-").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+    };
+    (!ids.is_empty() && ids.iter().all(valid)).then_some(ids)
+}
+
 pub(crate) fn parse_protocols(v: &str) -> Option<Vec<String>> {
     let list: Vec<String> = v
         .split(',')

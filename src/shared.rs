@@ -6,6 +6,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::descriptors::Exhaustion;
 use crate::metrics::Metrics;
 use crate::request_head::HeadLimits;
 use crate::shutdown::Drain;
@@ -29,4 +30,6 @@ pub(crate) struct Shared {
     pub(crate) limits: Arc<HeadLimits>,
     /// Every connection and tunnel task, so the drain can wait for them.
     pub(crate) tasks: TaskTracker,
+    /// Rate-limited warnings when accepts run out of descriptors.
+    pub(crate) exhaustion: Arc<Exhaustion>,
 }

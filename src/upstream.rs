@@ -22,8 +22,10 @@ use tokio::net::TcpStream;
 
 use crate::body::RequestBody;
 use crate::config::Config;
+use crate::descriptors::{self, Exhaustion};
 use crate::error::{ErrorChain, UpstreamError};
 use crate::metrics::Metrics;
+use crate::sockets;
 
 /// Looks up the app's addresses: `(host, port)` to addresses, tried in order.
 pub type Resolver = Arc<
@@ -145,11 +147,15 @@ pub struct Upstream {
     connect_timeout: Duration,
     /// `RESPONSE_TIMEOUT`.
     pub(crate) response_timeout: Duration,
+    /// `TCP_KEEPALIVE`, for app connections as for clients'.
+    keepalive: Option<Duration>,
     resolver: Resolver,
+    /// Counts and rate-limits warnings when connects run out of descriptors.
+    exhaustion: Arc<Exhaustion>,
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &Config, resolver: Resolver) -> Self {
+    pub(crate) fn new(config: &Config, resolver: Resolver, exhaustion: Arc<Exhaustion>) -> Self {
         let host = &config.destination_hostname;
         let authority = match host.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => format!("[{v6}]:{}", config.destination_port),
@@ -164,7 +170,9 @@ impl Upstream {
             port: config.destination_port,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            keepalive: config.tcp_keepalive,
             resolver,
+            exhaustion,
         }
     }
 
@@ -258,8 +266,13 @@ impl Upstream {
                     io::ErrorKind::TimedOut,
                     "connect timed out (CONNECT_TIMEOUT)",
                 )
-            })??;
-        stream.set_nodelay(true)?;
+            })?
+            .inspect_err(|e| {
+                if descriptors::is_exhausted(e) {
+                    self.exhaustion.note("connect", e);
+                }
+            })?;
+        sockets::configure(&stream, self.keepalive)?;
         Ok(stream)
     }
 
@@ -272,7 +285,10 @@ impl Upstream {
         why: &dyn std::fmt::Display,
     ) -> (StatusCode, &'static str) {
         metrics.upstream_error(kind);
-        tracing::warn!(%client, app = %self.authority, kind = kind.label(), error = %why, "upstream request failed");
+        // While descriptors are exhausted that has its own rate-limited warning.
+        if !(kind == UpstreamError::Connect && self.exhaustion.recent()) {
+            tracing::warn!(%client, app = %self.authority, kind = kind.label(), error = %why, "upstream request failed");
+        }
         kind.answer()
     }
 }

@@ -422,10 +422,19 @@ async fn floods_of_garbage_and_half_open_sockets_leave_others_served() {
     let app = start_app().await;
     let mut config = config_for(app.addr);
     config.proxy_header_timeout = Duration::from_millis(500);
+    config.keepalive_timeout = Duration::from_millis(800);
     let proxy = start_proxy(config).await;
+    // Connections that send nothing are idle, not slow: closed at KEEPALIVE_TIMEOUT ...
     let mut idle = Vec::new();
     for _ in 0..200 {
         idle.push(TcpStream::connect(proxy.tls).await.unwrap());
+    }
+    // ... and those that stall inside the header are cut at PROXY_HEADER_TIMEOUT.
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(proxy.tls).await.unwrap();
+        s.write_all(b"PROXY TCP4 192.0.2.").await.unwrap();
+        stalled.push(s);
     }
     let garbage: Vec<_> = (0..300u32)
         .map(|i| {
@@ -441,20 +450,16 @@ async fn floods_of_garbage_and_half_open_sockets_leave_others_served() {
         let out = within("garbage closed", g).await.unwrap();
         assert!(out.is_empty() || status(&out) == 400, "{out}");
     }
-    // Half-open sockets are closed at PROXY_HEADER_TIMEOUT.
     let mut buf = [0u8; 1];
-    for s in idle.iter_mut() {
-        assert_eq!(
-            within("idle closed", s.read(&mut buf)).await.unwrap_or(0),
-            0
-        );
+    for s in stalled.iter_mut().chain(idle.iter_mut()) {
+        assert_eq!(within("closed", s.read(&mut buf)).await.unwrap_or(0), 0);
     }
     still_serving(proxy.tls).await;
     let m = proxy.proxy_metrics.render();
-    assert!(
-        m.contains("elb_ws_proxy_connections_refused_total{reason=\"proxy_header_timeout\"} 200"),
-        "{m}"
-    );
+    for (reason, n) in [("idle_before_header", 200), ("proxy_header_timeout", 50)] {
+        let series = format!("elb_ws_proxy_connections_refused_total{{reason=\"{reason}\"}} {n}\n");
+        assert!(m.contains(&series), "{series} in\n{m}");
+    }
 }
 
 #[tokio::test]

@@ -149,7 +149,7 @@ pub(crate) async fn serve(
         env.metrics.request(status, elapsed);
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
         logging::access(
-            ctx.forwarding.client,
+            &ctx.forwarding,
             text(&plan.method),
             text(&plan.path),
             status,
@@ -265,8 +265,10 @@ fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Ve
     out.extend_from_slice(parsed.target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = headers[..parsed.headers].iter().map(|h| (h.name, h.value));
-    let forwarded = fields.filter(|(name, _)| rules.forwards(name));
-    let own = from.headers().map(|(name, value)| (name, value.as_bytes()));
+    let forwarded = fields.filter(|(name, _)| rules.forwards(name, from));
+    let own = from
+        .headers()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
     for (name, value) in forwarded.chain(own) {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
@@ -300,7 +302,7 @@ mod tests {
 
     /// The forwarding facts of client 192.0.2.1 reaching the balancer on port 443.
     fn from() -> Forwarding {
-        Forwarding::new("192.0.2.1:5000".parse().unwrap(), Some(443))
+        Forwarding::new("192.0.2.1:5000".parse().unwrap(), Some(443), None, None)
     }
 
     #[test]

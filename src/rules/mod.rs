@@ -11,6 +11,8 @@ mod response;
 pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
 pub(crate) use response::{check_response, Framing, ResponseKind};
 
+use crate::forwarding::Forwarding;
+
 /// Headers that describe one hop only (RFC 9110 §7.6.1), besides those `Connection` names.
 /// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never honoured.
 const HOP_BY_HOP: [&str; 8] = [
@@ -43,12 +45,24 @@ fn same_name(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Whether a client-sent header claims to say where the request came from (`Forwarded`,
-/// `X-Real-IP`, any `X-Forwarded-*`, or a look-alike with `_`). The proxy's own replace them all.
+/// `X-Real-IP`, `X-Amzn-Vpce-Id`, any `X-Forwarded-*`, or a look-alike with `_`). The proxy's
+/// own replace them all.
 pub(crate) fn is_forwarding(name: &str) -> bool {
     let n = name.as_bytes();
     same_name(n, b"forwarded")
         || same_name(n, b"x-real-ip")
+        || same_name(n, b"x-amzn-vpce-id")
         || (n.len() > 12 && same_name(&n[..12], b"x-forwarded-"))
+}
+
+/// Whether a client-sent header is one the proxy replaces for this connection: the forwarding
+/// headers above and the configured `VPC_ENDPOINT_HEADER`.
+pub(crate) fn is_replaced(name: &str, from: &Forwarding) -> bool {
+    is_forwarding(name)
+        || from
+            .vpce_header
+            .as_ref()
+            .is_some_and(|own| same_name(name.as_bytes(), own.as_str().as_bytes()))
 }
 
 /// Headers the proxy frames or routes by: `Connection` naming them does not remove them.

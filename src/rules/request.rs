@@ -2,7 +2,8 @@
 
 use http::StatusCode;
 
-use super::{content_length, is_forwarding, is_hop_by_hop, last_coding, Connection};
+use super::{content_length, is_hop_by_hop, is_replaced, last_coding, Connection};
+use crate::forwarding::Forwarding;
 
 /// A refused request: the status the client gets, and why (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,12 +42,16 @@ pub(crate) struct RequestRules {
 }
 
 impl RequestRules {
-    /// Whether a client's request header reaches the app (the proxy's own are added after).
-    pub(crate) fn forwards(&self, name: &str) -> bool {
+    /// Whether a client's request header reaches the app (the proxy's own, from `from`, are
+    /// added after).
+    pub(crate) fn forwards(&self, name: &str, from: &Forwarding) -> bool {
         // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); only one goes on.
         let superseded =
             self.body == BodyLength::Chunked && name.eq_ignore_ascii_case("content-length");
-        !(is_hop_by_hop(name) || is_forwarding(name) || self.connection.removes(name) || superseded)
+        !(is_hop_by_hop(name)
+            || is_replaced(name, from)
+            || self.connection.removes(name)
+            || superseded)
     }
 
     /// The hop-by-hop headers the proxy itself sends to the app: the body framing (so hyper's

@@ -1,18 +1,10 @@
-//! Reading the PROXY protocol header (v1 text or v2 binary) that the load balancer writes first.
-//!
-//! [`sniff`] is a pure function over the bytes received so far, so it can be fuzzed and
-//! property-tested; [`read_origin`] drives it over a socket with a deadline. Bytes that arrive
-//! after the header in the same read are handed back so the HTTP parser sees them intact.
+//! Classifying the first bytes of a connection: a PROXY v1 line, a v2 header with its TLVs, a
+//! header-less `/ping`, or something else. A pure function over the bytes received so far, so
+//! it can be fuzzed and property-tested.
 
-use std::fmt;
 use std::net::SocketAddr;
 
-use bytes::Bytes;
 use ppp::{v1, v2, PartialResult};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-
-use crate::config::{Config, ProxyProtocol};
 
 /// A v2 header with TLVs larger than this is refused; AWS sends well under 100 bytes.
 pub const MAX_HEADER_LEN: usize = 1024;
@@ -34,6 +26,9 @@ pub enum Sniff {
         len: usize,
         source: Option<SocketAddr>,
         destination_port: Option<u16>,
+        /// The AWS VPC endpoint id (TLV `0xEA`, subtype `0x01`), when the client came
+        /// through PrivateLink.
+        vpce: Option<String>,
     },
     /// No header, but the connection starts with a `/ping` health check.
     Ping,
@@ -101,6 +96,7 @@ fn sniff_v1(buf: &[u8]) -> Sniff {
                 len: line.len(),
                 source,
                 destination_port,
+                vpce: None,
             }
         }
         Ok(_) => Sniff::Invalid("malformed PROXY v1 header: stray carriage return".into()),
@@ -119,6 +115,10 @@ fn sniff_v2(buf: &[u8]) -> Sniff {
     }
     match v2::Header::try_from(buf) {
         Ok(h) => {
+            let vpce = match vpc_endpoint(&h) {
+                Ok(v) => v,
+                Err(why) => return Sniff::Invalid(why),
+            };
             let (source, destination_port) = match (h.command, h.addresses) {
                 (v2::Command::Proxy, v2::Addresses::IPv4(a)) => (
                     Some(SocketAddr::from((a.source_address, a.source_port))),
@@ -135,6 +135,7 @@ fn sniff_v2(buf: &[u8]) -> Sniff {
                 len: h.len(),
                 source,
                 destination_port,
+                vpce,
             }
         }
         Err(e) if e.is_incomplete() => Sniff::NeedMore,
@@ -142,130 +143,35 @@ fn sniff_v2(buf: &[u8]) -> Sniff {
     }
 }
 
-/// Where a connection really comes from, once the header (if any) has been read.
-#[derive(Debug)]
-pub struct Origin {
-    /// The client address to report upstream.
-    pub client: SocketAddr,
-    /// The port the client connected to on the balancer, when the header says.
-    pub destination_port: Option<u16>,
-    /// Bytes read past the header; the start of the HTTP request.
-    pub leftover: Bytes,
-    /// No header was sent and the connection opened with a `/ping`: answer health checks only.
-    pub health_only: bool,
-}
+/// PP2_TYPE_AWS, whose first value byte is a subtype.
+const PP2_TYPE_AWS: u8 = 0xEA;
+/// PP2_SUBTYPE_AWS_VPCE_ID: the rest of the value is the endpoint id, in ASCII.
+const PP2_SUBTYPE_AWS_VPCE_ID: u8 = 0x01;
+/// AWS ids are `vpce-` and 17 hex digits; this leaves room without letting a header grow.
+const MAX_VPCE_ID_LEN: usize = 64;
 
-/// Why a connection was closed before any HTTP was read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    Missing,
-    Malformed(String),
-    Timeout,
-    Untrusted,
-    Closed,
-    Io(String),
-}
-
-impl Refusal {
-    /// A short label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Refusal::Missing => "proxy_header_missing",
-            Refusal::Malformed(_) => "proxy_header_malformed",
-            Refusal::Timeout => "proxy_header_timeout",
-            Refusal::Untrusted => "untrusted_peer",
-            Refusal::Closed => "closed_before_header",
-            Refusal::Io(_) => "io_error",
+/// Walks the TLV area: the VPC endpoint id if there is one; every other TLV (CRC32C, SSL,
+/// authority, unique id, NOOP, ...) is skipped. A TLV running past the header, or an endpoint
+/// id that is not a short visible-ASCII token, makes the whole header malformed.
+fn vpc_endpoint(h: &v2::Header<'_>) -> Result<Option<String>, String> {
+    let mut found = None;
+    for tlv in h.tlvs() {
+        let tlv = tlv.map_err(|e| format!("malformed PROXY v2 TLV area: {e}"))?;
+        if tlv.kind != PP2_TYPE_AWS {
+            continue;
         }
-    }
-}
-
-impl fmt::Display for Refusal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Refusal::Missing => f.write_str("no PROXY protocol header (PROXY_PROTOCOL=required)"),
-            Refusal::Malformed(why) => f.write_str(why),
-            Refusal::Timeout => {
-                f.write_str("PROXY protocol header did not arrive in time (PROXY_HEADER_TIMEOUT)")
-            }
-            Refusal::Untrusted => f.write_str("peer is not in TRUSTED_PROXIES"),
-            Refusal::Closed => {
-                f.write_str("peer closed the connection before sending a PROXY header")
-            }
-            Refusal::Io(e) => write!(f, "read error before the PROXY header: {e}"),
+        let Some((&PP2_SUBTYPE_AWS_VPCE_ID, id)) = tlv.value.split_first() else {
+            continue;
+        };
+        let token = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+        if id.is_empty() || id.len() > MAX_VPCE_ID_LEN || !id.iter().all(token) {
+            return Err(
+                "malformed PROXY v2 header: AWS VPC endpoint id is not a short ASCII token".into(),
+            );
         }
+        found = Some(String::from_utf8_lossy(id).into_owned());
     }
-}
-
-/// Reads the PROXY header according to the configured mode, within `PROXY_HEADER_TIMEOUT`.
-///
-/// A peer outside `TRUSTED_PROXIES` may not claim an address. Loopback peers are the one
-/// exception for headers that claim none (v2 `LOCAL`, v1 `UNKNOWN`): that is what
-/// `elb-ws-proxy healthcheck` sends from inside the container, in every mode.
-pub async fn read_origin(
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    config: &Config,
-) -> Result<Origin, Refusal> {
-    let trusted = config.is_trusted(peer.ip());
-    let local_probe_allowed = trusted || peer.ip().is_loopback();
-    let plain = |leftover: Bytes| Origin {
-        client: peer,
-        destination_port: None,
-        leftover,
-        health_only: false,
-    };
-    match config.proxy_protocol {
-        ProxyProtocol::Off => return Ok(plain(Bytes::new())),
-        ProxyProtocol::Required if !local_probe_allowed => return Err(Refusal::Untrusted),
-        _ => {}
-    }
-    let read = tokio::time::timeout(config.proxy_header_timeout, read_sniffed(stream));
-    let (sniffed, buf) = read.await.map_err(|_| Refusal::Timeout)??;
-    match sniffed {
-        Sniff::Header {
-            source: Some(_), ..
-        } if !trusted => Err(Refusal::Untrusted),
-        Sniff::Header { source: None, .. } if !local_probe_allowed => Err(Refusal::Untrusted),
-        Sniff::Header {
-            len,
-            source,
-            destination_port,
-        } => Ok(Origin {
-            client: source.unwrap_or(peer),
-            destination_port,
-            leftover: Bytes::copy_from_slice(&buf[len..]),
-            health_only: false,
-        }),
-        Sniff::Invalid(why) => Err(Refusal::Malformed(why)),
-        Sniff::Ping if config.proxy_protocol == ProxyProtocol::Required => Ok(Origin {
-            health_only: true,
-            ..plain(Bytes::from(buf))
-        }),
-        Sniff::Ping | Sniff::NoHeader if config.proxy_protocol == ProxyProtocol::Optional => {
-            Ok(plain(Bytes::from(buf)))
-        }
-        _ => Err(Refusal::Missing),
-    }
-}
-
-/// Reads until [`sniff`] can decide; returns its verdict and every byte read.
-async fn read_sniffed(stream: &mut TcpStream) -> Result<(Sniff, Vec<u8>), Refusal> {
-    let mut buf = Vec::with_capacity(512);
-    loop {
-        let room = MAX_HEADER_LEN.saturating_sub(buf.len()).max(1);
-        let mut limited = (&mut *stream).take(room as u64);
-        match limited.read_buf(&mut buf).await {
-            Ok(0) => return Err(Refusal::Closed),
-            Ok(_) => {}
-            Err(e) => return Err(Refusal::Io(e.to_string())),
-        }
-        match sniff(&buf) {
-            Sniff::NeedMore if buf.len() < MAX_HEADER_LEN => continue,
-            Sniff::NeedMore => return Ok((Sniff::Invalid("PROXY header too long".into()), buf)),
-            verdict => return Ok((verdict, buf)),
-        }
-    }
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -291,7 +197,9 @@ mod tests {
                 len,
                 source,
                 destination_port,
+                vpce,
             } => {
+                assert_eq!(vpce, None);
                 assert_eq!(&input[len..], b"GET / HTTP/1.1\r\n");
                 assert_eq!(source, Some("203.0.113.7:51234".parse().unwrap()));
                 assert_eq!(destination_port, Some(443));
@@ -311,7 +219,8 @@ mod tests {
             Sniff::Header {
                 len: 15,
                 source: None,
-                destination_port: None
+                destination_port: None,
+                vpce: None,
             }
         );
         let unknown_with_junk = b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\nX";
@@ -364,7 +273,8 @@ mod tests {
             Sniff::Header {
                 len: h.len(),
                 source: Some("198.51.100.9:8080".parse().unwrap()),
-                destination_port: Some(443)
+                destination_port: Some(443),
+                vpce: Some("vpce".into()),
             }
         );
         for cut in 1..h.len() {
@@ -376,7 +286,8 @@ mod tests {
             Sniff::Header {
                 len: 16,
                 source: None,
-                destination_port: None
+                destination_port: None,
+                vpce: None,
             }
         );
         let mut v6 = vec![0u8; 36];
@@ -386,6 +297,47 @@ mod tests {
         assert!(
             matches!(sniff(&v2_header(1, 0x21, &v6, &[])), Sniff::Header { source: Some(a), destination_port: Some(444), .. } if a.ip().is_loopback())
         );
+    }
+
+    fn tlv(kind: u8, value: &[u8]) -> Vec<u8> {
+        let mut t = vec![kind];
+        t.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        t.extend_from_slice(value);
+        t
+    }
+
+    #[test]
+    fn v2_aws_tlvs() {
+        let addrs = [198, 51, 100, 9, 10, 0, 0, 1, 0x1f, 0x90, 0x01, 0xbb];
+        let id = b"vpce-08d2bf15fac5001c9";
+        let vpce = |tlvs: &[u8]| match sniff(&v2_header(1, 0x11, &addrs, tlvs)) {
+            Sniff::Header { vpce, .. } => Ok(vpce),
+            other => Err(other),
+        };
+        let crc = tlv(0x03, &[1, 2, 3, 4]);
+        let noop = tlv(0x04, &[0; 3]);
+        let endpoint = tlv(0xEA, &[&[0x01], &id[..]].concat());
+        let with_all = [crc.clone(), endpoint.clone(), noop.clone()].concat();
+        assert_eq!(
+            vpce(&with_all),
+            Ok(Some(String::from_utf8_lossy(id).into()))
+        );
+        // Another AWS subtype, or none at all, carries no id.
+        assert_eq!(vpce(&tlv(0xEA, &[0x02, b'x'])), Ok(None));
+        assert_eq!(vpce(&[crc, noop].concat()), Ok(None));
+        // LOCAL health checks with the dummy IPv4 block NLBs send still parse.
+        let local = v2_header(0, 0x11, &[0; 12], &endpoint);
+        assert!(matches!(sniff(&local), Sniff::Header { source: None, .. }));
+        // An id that is not a token, and a TLV running past the header, are malformed.
+        for bad in [
+            tlv(0xEA, &[0x01, b'a', b'\r', b'\n', b'b']),
+            tlv(0xEA, &[0x01]),
+            tlv(0xEA, &[[0x01].as_slice(), &[b'a'; 65]].concat()),
+            vec![0xEA, 0x00, 0x30, 0x01, b'v'],
+            vec![0x04, 0x00],
+        ] {
+            assert!(matches!(vpce(&bad), Err(Sniff::Invalid(_))), "{bad:?}");
+        }
     }
 
     #[test]
@@ -429,7 +381,7 @@ mod tests {
             let line = format!("PROXY TCP4 {} {} {} {}\r\n", src, std::net::Ipv4Addr::from(b), sp, dp);
             let mut input = line.clone().into_bytes();
             input.extend_from_slice(&tail);
-            prop_assert_eq!(sniff(&input), Sniff::Header { len: line.len(), source: Some(SocketAddr::from((src, sp))), destination_port: Some(dp) });
+            prop_assert_eq!(sniff(&input), Sniff::Header { len: line.len(), source: Some(SocketAddr::from((src, sp))), destination_port: Some(dp), vpce: None });
             // Split anywhere inside the header: never a verdict before the whole line is there.
             for cut in 1..line.len() {
                 prop_assert_eq!(sniff(&input[..cut]), Sniff::NeedMore);
@@ -437,14 +389,21 @@ mod tests {
         }
 
         #[test]
-        fn any_v2_header_round_trips(a in any::<[u8; 16]>(), sp in any::<u16>(), dp in any::<u16>(), tlv in proptest::collection::vec(any::<u8>(), 0..100)) {
+        fn any_v2_header_round_trips(a in any::<[u8; 16]>(), sp in any::<u16>(), dp in any::<u16>(), others in proptest::collection::vec((0u8..0xE0, proptest::collection::vec(any::<u8>(), 0..40)), 0..4), id in "vpce-[0-9a-f]{17}") {
             let mut addrs = a.to_vec();
             addrs.extend_from_slice(&[0; 16]);
             addrs.extend_from_slice(&sp.to_be_bytes());
             addrs.extend_from_slice(&dp.to_be_bytes());
-            let h = v2_header(1, 0x21, &addrs, &tlv);
+            // Any other TLVs, in any order around the AWS one, are skipped.
+            let mut tlvs: Vec<u8> = others.iter().flat_map(|(kind, value)| tlv(*kind, value)).collect();
+            tlvs.extend(tlv(0xEA, &[&[0x01], id.as_bytes()].concat()));
+            let h = v2_header(1, 0x21, &addrs, &tlvs);
             let expected = SocketAddr::from((std::net::Ipv6Addr::from(a), sp));
-            prop_assert_eq!(sniff(&h), Sniff::Header { len: h.len(), source: Some(expected), destination_port: Some(dp) });
+            prop_assert_eq!(sniff(&h), Sniff::Header { len: h.len(), source: Some(expected), destination_port: Some(dp), vpce: Some(id) });
+            // A TLV cut short is a malformed header, not a skipped one.
+            let mut cut = tlvs.clone();
+            cut.extend_from_slice(&[0x04, 0x00, 0x09, 0x00]);
+            prop_assert!(matches!(sniff(&v2_header(1, 0x21, &addrs, &cut)), Sniff::Invalid(_)));
         }
     }
 }
