@@ -28,6 +28,40 @@ use elb_ws_proxy::{Config, Proxy};
 
 pub mod child;
 pub mod haproxy;
+pub mod nlb;
+
+/// Log lines written while a [`capture_logs`] guard is alive on this thread (the in-process
+/// proxy's tasks run here under `#[tokio::test]`'s single-threaded runtime).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every log line at `debug` and above until the guard drops.
+pub fn capture_logs() -> (tracing::subscriber::DefaultGuard, Logs) {
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    (tracing::subscriber::set_default(subscriber), logs)
+}
 
 /// A directory under the system's temp dir, removed when dropped.
 pub struct TempDir(std::path::PathBuf);
