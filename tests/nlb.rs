@@ -61,7 +61,8 @@ async fn the_header_clock_starts_at_its_first_byte() {
         1.0
     );
     assert!(
-        logs.text().contains("PROXY protocol header did not arrive in time"),
+        logs.text()
+            .contains("PROXY protocol header did not arrive in time"),
         "{}",
         logs.text()
     );
@@ -264,4 +265,76 @@ async fn the_allow_list_lets_the_listed_endpoint_through_and_refuses_others() {
     )
     .await;
     assert_eq!(status(&ping), 200, "{ping}");
+}
+
+/// The proxy's own sockets, found among this process's descriptors by their addresses:
+/// `(accepted from the client, connected to the app)`.
+#[cfg(target_os = "linux")]
+fn proxy_sockets(client: std::net::SocketAddr, app: std::net::SocketAddr) -> (i32, i32) {
+    let mut accepted = None;
+    let mut to_app = None;
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: only read from while this loop holds it; at worst it closed meanwhile and
+        // the calls below fail.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(peer) = socket2::SockRef::from(&borrowed).peer_addr() else {
+            continue;
+        };
+        if peer.as_socket() == Some(client) {
+            accepted = Some(fd);
+        } else if peer.as_socket() == Some(app) {
+            to_app = Some(fd);
+        }
+    }
+    (
+        accepted.expect("the proxy's client socket"),
+        to_app.expect("the proxy's app socket"),
+    )
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn keepalive_is_set_on_both_sockets_of_a_tunnel() {
+    use futures_util::StreamExt;
+    for setting in [Some(Duration::from_secs(7)), None] {
+        // An app of its own each time, so no socket of the other round can match.
+        let app = start_app().await;
+        let mut config = config_for(app.addr);
+        config.tcp_keepalive = setting;
+        let proxy = start_proxy(config).await;
+        let mut ws = websocket(proxy.tls, &v1("192.0.2.80", 443), "/ws").await;
+        within("hello", ws.next()).await.unwrap().unwrap();
+        let client = ws.get_ref().local_addr().unwrap();
+        let (accepted, to_app) = proxy_sockets(client, app.addr);
+        for (side, fd) in [("client", accepted), ("app", to_app)] {
+            // SAFETY: the tunnel, and so both of the proxy's sockets, stay open meanwhile.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let sock = socket2::SockRef::from(&fd);
+            assert_eq!(sock.keepalive().unwrap(), setting.is_some(), "{side}");
+            if let Some(idle) = setting {
+                assert_eq!(sock.tcp_keepalive_time().unwrap(), idle, "{side}");
+                assert_eq!(
+                    sock.tcp_keepalive_interval().unwrap(),
+                    Duration::from_secs(1),
+                    "{side}"
+                );
+                assert_eq!(sock.tcp_keepalive_retries().unwrap(), 6, "{side}");
+                assert_eq!(
+                    sock.tcp_user_timeout().unwrap(),
+                    Some(Duration::from_secs(13)),
+                    "{side}"
+                );
+            }
+        }
+        // The test's own client socket has none: what was read is the proxy's doing.
+        assert!(!socket2::SockRef::from(ws.get_ref()).keepalive().unwrap());
+    }
 }
