@@ -23,6 +23,10 @@ async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
     Haproxy::start(backend, "", send_proxy).await
 }
 
+/// `send-proxy-v2` with TLVs HAProxy knows how to add (a CRC32C over the header and a unique
+/// id), which the proxy must skip.
+const V2_WITH_TLVS: &str = "send-proxy-v2 proxy-v2-options crc32c,unique-id";
+
 async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
@@ -98,6 +102,12 @@ async fn haproxy_send_proxy_v1() {
 #[ignore = "needs haproxy and curl on PATH; .ci/run installs them and runs it with --ignored"]
 async fn haproxy_send_proxy_v2() {
     through_balancer("send-proxy-v2").await;
+}
+
+#[tokio::test]
+#[ignore = "needs haproxy and curl on PATH; .ci/run installs them and runs it with --ignored"]
+async fn haproxy_send_proxy_v2_with_tlvs() {
+    through_balancer(V2_WITH_TLVS).await;
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ impl Haproxy {
         let dir = TempDir::new("haproxy");
         let cfg = format!(
             "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
-             frontend elb\n  bind fd@3 {bind_options}\n  default_backend instances\n\
+             frontend elb\n  bind fd@3 {bind_options}\n  unique-id-format %{{+X}}o%ci%cp%Ts%rt\n  default_backend instances\n\
              backend instances\n  server proxy {backend} {server_options}\n"
         );
         let path = dir.path().join("haproxy.cfg");
