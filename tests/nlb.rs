@@ -19,6 +19,11 @@ fn count(proxy: &Running, series: &str) -> f64 {
         .unwrap_or_else(|| panic!("{series} missing from\n{m}"))
 }
 
+#[test]
+fn the_stand_ins_crc32c_matches_the_standard_check_value() {
+    assert_eq!(nlb::crc32c(b"123456789"), 0xE306_9283);
+}
+
 async fn answer(flow: &mut Flow) -> String {
     read_all(&mut flow.stream).await
 }

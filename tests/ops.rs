@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -212,4 +214,68 @@ fn compose_files_parse_and_wire_the_chain() {
     let tls = proxy["environment"]["LISTEN_ON_TLS"].as_str().unwrap();
     assert!(cfg.contains(&format!("proxy:{plain} send-proxy")), "{cfg}");
     assert!(cfg.contains(&format!("proxy:{tls} send-proxy")), "{cfg}");
+}
+
+/// The Kubernetes example in docs/deploy.md: parses, targets the AWS Load Balancer Controller
+/// with PROXY protocol and a TLS listener that has a certificate, checks `/ping` on the port the
+/// proxy serves it on, and drains longer than the balancer takes to notice.
+#[test]
+fn the_kubernetes_example_is_consistent() {
+    let doc =
+        std::fs::read_to_string(format!("{}/docs/deploy.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a yaml block");
+    let docs = YamlLoader::load_from_str(yaml).unwrap();
+    let (deployment, service) = (&docs[0], &docs[1]);
+    let a = &service["metadata"]["annotations"];
+    let ann = |k: &str| {
+        a[format!("service.beta.kubernetes.io/aws-load-balancer-{k}").as_str()]
+            .as_str()
+            .unwrap_or_else(|| panic!("annotation {k} missing"))
+            .to_owned()
+    };
+    assert_eq!(ann("type"), "external");
+    assert_eq!(ann("nlb-target-type"), "ip");
+    assert_eq!(ann("proxy-protocol"), "*");
+    assert!(ann("ssl-cert").starts_with("arn:aws:acm:"));
+    assert_eq!(ann("ssl-ports"), "443");
+    assert_eq!(ann("healthcheck-path"), "/ping");
+    let proxy = deployment["spec"]["template"]["spec"]["containers"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("proxy"))
+        .unwrap();
+    let env = |name: &str| {
+        proxy["env"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .to_owned()
+    };
+    assert_eq!(ann("healthcheck-port"), env("LISTEN_ON_TLS"));
+    let https = service["spec"]["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| p["port"].as_i64() == Some(443))
+        .unwrap();
+    assert_eq!(https["targetPort"].as_str(), Some("tls-origin"));
+    let delay = elb_ws_proxy::config::parse_duration(&env("SHUTDOWN_DELAY")).unwrap();
+    let interval: u64 = ann("healthcheck-interval").parse().unwrap();
+    let threshold: u64 = ann("healthcheck-unhealthy-threshold").parse().unwrap();
+    assert!(
+        delay > Duration::from_secs(interval * threshold),
+        "SHUTDOWN_DELAY {delay:?} must outlast {threshold} failed checks {interval} s apart"
+    );
+    let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_i64()
+        .unwrap() as u64;
+    assert!(Duration::from_secs(grace) > delay + Duration::from_secs(30));
 }
