@@ -147,6 +147,49 @@ mod tests {
     }
 
     #[test]
+    fn a_storm_of_failures_is_counted_whole_and_warned_about_once() {
+        let metrics = Arc::new(Metrics::new());
+        let exhaustion = Exhaustion::new(metrics.clone());
+        let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let e = io::Error::from_raw_os_error(libc::EMFILE);
+            for _ in 0..1000 {
+                exhaustion.note("accept", &e);
+            }
+            exhaustion.note("connect", &e);
+        });
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("out of file descriptors").count(), 1, "{text}");
+        assert!(exhaustion.recent());
+        let m = metrics.render();
+        assert!(
+            m.contains("elb_ws_proxy_descriptors_exhausted_total{at=\"accept\"} 1000\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("elb_ws_proxy_descriptors_exhausted_total{at=\"connect\"} 1\n"),
+            "{m}"
+        );
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
     fn emfile_and_enfile_are_exhaustion() {
         assert!(is_exhausted(&io::Error::from_raw_os_error(libc::EMFILE)));
         assert!(is_exhausted(&io::Error::from_raw_os_error(libc::ENFILE)));
