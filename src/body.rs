@@ -13,6 +13,11 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 /// Either the app's body, passed through as it streams, or a small body the proxy wrote.
 pub type Body = Either<Incoming, Full<Bytes>>;
 
+/// No body at all.
+pub(crate) fn empty() -> Body {
+    Either::Right(Full::new(Bytes::new()))
+}
+
 /// A small answer of the proxy's own.
 pub fn text(status: StatusCode, text: &'static str) -> Response<Body> {
     with_type(status, text, "text/plain; charset=utf-8")

@@ -25,6 +25,17 @@ pub enum ProxyProtocol {
     Off,
 }
 
+/// How requests reach the app (`DESTINATION_PROTOCOL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationProtocol {
+    /// Every request over pooled HTTP/1.1 connections.
+    Http1,
+    /// Every request over cleartext HTTP/2 with prior knowledge.
+    H2c,
+    /// HTTP/2 clients over h2c, HTTP/1.1 clients over HTTP/1.1.
+    Auto,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -67,6 +78,10 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// `MAX_BODY_BYTES`: larger request bodies get `413`; `None` is no limit.
     pub max_body_bytes: Option<u64>,
+    /// `DESTINATION_PROTOCOL`: HTTP/1.1, h2c, or each client's own.
+    pub destination_protocol: DestinationProtocol,
+    /// `H2_MAX_STREAMS`: concurrent streams per HTTP/2 client connection.
+    pub h2_max_streams: u32,
     /// `UPGRADE_PROTOCOLS`: the `Upgrade` protocols honoured, lower-case.
     pub upgrade_protocols: Vec<String>,
     /// `SHUTDOWN_DELAY`: after SIGTERM, serve on while `/ping` answers `503`.
@@ -134,6 +149,8 @@ struct RawEnv {
     max_header_bytes: Option<String>,
     max_body_bytes: Option<String>,
     upgrade_protocols: Option<String>,
+    destination_protocol: Option<String>,
+    h2_max_streams: Option<String>,
     shutdown_delay: Option<String>,
     shutdown_timeout: Option<String>,
     metrics_listen: Option<String>,
@@ -171,6 +188,8 @@ impl Config {
             max_header_bytes: 0,
             max_body_bytes: None,
             upgrade_protocols: Vec::new(),
+            destination_protocol: DestinationProtocol::Http1,
+            h2_max_streams: 0,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::ZERO,
             metrics_listen: None,
@@ -305,6 +324,18 @@ impl Config {
                 v,
             )
         })?;
+        let (name, v) = value("DESTINATION_PROTOCOL", raw.destination_protocol);
+        self.destination_protocol = match v.trim().to_ascii_lowercase().as_str() {
+            "http1" => DestinationProtocol::Http1,
+            "h2c" => DestinationProtocol::H2c,
+            "auto" => DestinationProtocol::Auto,
+            _ => return Err(invalid(name, "one of http1, h2c, auto", v)),
+        };
+        let (name, v) = value("H2_MAX_STREAMS", raw.h2_max_streams);
+        self.h2_max_streams = match v.trim().parse::<u32>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => return Err(invalid(name, "a whole number from 1 to 10000", v)),
+        };
         let (name, v) = value("METRICS_LISTEN", raw.metrics_listen);
         self.metrics_listen = if v.trim().eq_ignore_ascii_case("off") {
             None
@@ -367,7 +398,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
@@ -376,6 +407,7 @@ impl Config {
             self.websocket_idle_timeout.map_or("off".to_owned(), secs),
             self.max_connections, self.max_header_bytes,
             self.max_body_bytes.map_or("off".to_owned(), |n| n.to_string()),
+            self.destination_protocol, self.h2_max_streams,
             self.upgrade_protocols.join(","),
             secs(self.shutdown_delay), secs(self.shutdown_timeout),
             self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
@@ -536,6 +568,14 @@ mod tests {
             ("UPGRADE_PROTOCOLS", "h2c/1"),
             ("UPGRADE_PROTOCOLS", "web socket"),
             ("UPGRADE_PROTOCOLS", ","),
+            ("DESTINATION_PROTOCOL", "h2"),
+            ("H2_MAX_STREAMS", "0"),
+            ("TCP_KEEPALIVE", "1.5s"),
+            ("TCP_KEEPALIVE", "40000s"),
+            ("VPC_ENDPOINT_HEADER", "X-Forwarded-For"),
+            ("VPC_ENDPOINT_HEADER", "bad header"),
+            ("ALLOWED_VPC_ENDPOINTS", "vpce-ABC"),
+            ("LOG_HEALTH_CHECKS", "maybe"),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).unwrap_err();
@@ -604,6 +644,8 @@ mod tests {
             "METRICS_LISTEN",
             "LOG_FORMAT",
             "LOG_HEALTH_CHECKS",
+            "DESTINATION_PROTOCOL",
+            "H2_MAX_STREAMS",
             "TCP_KEEPALIVE",
             "VPC_ENDPOINT_HEADER",
             "ALLOWED_VPC_ENDPOINTS",

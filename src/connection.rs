@@ -31,10 +31,11 @@ use crate::forwarding::Forwarding;
 use crate::hyper_path::{self, Route};
 use crate::lean_path::{self, Env, Outcome};
 use crate::metrics::Metrics;
+use crate::preface::{self, Prefixed, Protocol, Silence};
 use crate::proxy_header::read_origin;
 use crate::shared::Shared;
 use crate::shutdown::Watch;
-use crate::{health, logging, redirect, rules, tunnel};
+use crate::{h2_server, health, logging, redirect, rules, tunnel};
 
 /// Runs one accepted connection to its end. Never panics on anything the peer sends.
 pub(crate) async fn serve(
@@ -69,8 +70,29 @@ pub(crate) async fn serve(
         origin.vpce.as_deref(),
     );
     let ctx = Arc::new(ConnCtx::new(forwarding, port, origin.health_only));
+    let mut buf = BytesMut::from(origin.leftover);
+    if !origin.health_only {
+        let config = &shared.config;
+        let (idle, head) = (config.keepalive_timeout, config.request_header_timeout);
+        match preface::read_until_known(&mut stream, &mut buf, idle, head).await {
+            Ok(Protocol::Http1) => {}
+            Ok(Protocol::H2) => {
+                let io = Prefixed::new(buf.freeze(), stream);
+                h2_server::serve(shared.clone(), ctx, io).await;
+                drop(open);
+                return;
+            }
+            Err(Silence::Idle) => {
+                tracing::debug!(client = %ctx.forwarding.client, "closing connection: no request");
+                return;
+            }
+            Err(Silence::Stalled) => {
+                tracing::warn!(client = %ctx.forwarding.client, "request did not arrive within REQUEST_HEADER_TIMEOUT; closing");
+                return;
+            }
+        }
+    }
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
-    let buf = BytesMut::from(origin.leftover);
     let (stream, leftover) = if port == Port::Tls && !origin.health_only {
         let mut counts = lean_path::Counts::default();
         let env = Env {
@@ -274,7 +296,7 @@ async fn handle(
         }
     };
     let elapsed = started.elapsed();
-    shared.metrics.request(resp.status(), elapsed);
+    shared.metrics.request(false, resp.status(), elapsed);
     if ping {
         // Balancers poll this from every node many times a minute.
         shared.metrics.health_check(resp.status());
@@ -282,6 +304,7 @@ async fn handle(
     if !ping || shared.config.log_health_checks {
         logging::access(
             &ctx.forwarding,
+            "http1",
             method.as_str(),
             uri.path(),
             resp.status(),

@@ -33,10 +33,15 @@ pub(crate) struct Route<'a> {
 
 impl Route<'_> {
     /// The client's answer for an upstream failure, logged and counted.
-    fn fail(&self, kind: UpstreamError, why: &dyn std::fmt::Display) -> Response<Body> {
+    pub(crate) fn fail(&self, kind: UpstreamError, why: &dyn std::fmt::Display) -> Response<Body> {
         let client = self.ctx.forwarding.client;
         let (status, text) = self.upstream.fail(client, self.metrics, kind, why);
         body::text(status, text)
+    }
+
+    /// `413` for a body over `MAX_BODY_BYTES`.
+    pub(crate) fn too_large(&self, limit: u64) -> Response<Body> {
+        too_large(self.ctx.forwarding.client, limit)
     }
 }
 
@@ -249,7 +254,7 @@ pub(crate) async fn forward_upgrade(
 }
 
 /// Removes every header `keep` says no to; allocates only when there is one.
-fn keep_only(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
+pub(crate) fn keep_only(headers: &mut HeaderMap, keep: impl Fn(&str) -> bool) {
     if headers.keys().all(|k| keep(k.as_str())) {
         return;
     }

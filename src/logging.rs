@@ -62,6 +62,7 @@ pub fn init(format: LogFormat) {
 /// the client came through one.
 pub(crate) fn access(
     from: &Forwarding,
+    protocol: &'static str,
     method: &str,
     path: &str,
     status: http::StatusCode,
@@ -72,6 +73,7 @@ pub(crate) fn access(
         Some(vpce) => tracing::info!(
             target: "access",
             client = %from.client,
+            protocol,
             method = %method,
             path = path,
             status = status.as_u16(),
@@ -81,6 +83,7 @@ pub(crate) fn access(
         None => tracing::info!(
             target: "access",
             client = %from.client,
+            protocol,
             method = %method,
             path = path,
             status = status.as_u16(),

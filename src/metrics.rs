@@ -29,7 +29,10 @@ pub struct Metrics {
     accepted_tls: Counter,
     open: Gauge,
     refused: Family<Labels, Counter>,
-    status: [Counter; 5],
+    /// Requests by protocol (`http1`, `h2`) and status class.
+    status: [[Counter; 5]; 2],
+    h2_connections: Gauge,
+    h2_streams: Gauge,
     upstream: [Counter; 3],
     tunnels_open: Gauge,
     tunnels_total: Counter,
@@ -76,8 +79,20 @@ impl Metrics {
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by status class",
+            "Requests answered, by client protocol and status class",
             requests.clone(),
+        );
+        let h2_connections = Gauge::default();
+        registry.register(
+            "h2_connections_open",
+            "HTTP/2 client connections open now",
+            h2_connections.clone(),
+        );
+        let h2_streams = Gauge::default();
+        registry.register(
+            "h2_streams_open",
+            "HTTP/2 streams being served now",
+            h2_streams.clone(),
         );
         let upstream = Family::<Labels, Counter>::default();
         registry.register(
@@ -134,7 +149,15 @@ impl Metrics {
             accepted_plain: counter(&accepted, "listener", "plain"),
             accepted_tls: counter(&accepted, "listener", "tls"),
             open,
-            status: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| counter(&requests, "class", c)),
+            status: ["http1", "h2"].map(|p| {
+                ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
+                    requests
+                        .get_or_create(&vec![("protocol", p), ("class", c)])
+                        .clone()
+                })
+            }),
+            h2_connections,
+            h2_streams,
             upstream: UpstreamError::ALL.map(|k| counter(&upstream, "kind", k.label())),
             refused,
             tunnels_open,
@@ -203,14 +226,25 @@ impl Metrics {
         self.connection_limit.set(n as i64);
     }
 
-    pub fn request(&self, status: StatusCode, elapsed: Duration) {
+    /// One request answered to a client speaking HTTP/2 (`h2`) or HTTP/1.x.
+    pub fn request(&self, h2: bool, status: StatusCode, elapsed: Duration) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.status[class].inc();
+        self.status[usize::from(h2)][class].inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
         self.upstream[kind as usize].inc();
+    }
+
+    /// An HTTP/2 client connection opened (`+1`) or closed (`-1`).
+    pub fn h2_connection(&self, delta: i64) {
+        self.h2_connections.inc_by(delta);
+    }
+
+    /// An HTTP/2 stream started (`+1`) or ended (`-1`).
+    pub fn h2_stream(&self, delta: i64) {
+        self.h2_streams.inc_by(delta);
     }
 
     pub fn tunnel_opened(&self) {

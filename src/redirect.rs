@@ -7,10 +7,12 @@ use crate::body::{self, Body};
 
 /// `301` to `https://<host><target>`, or `400` when the request names no usable host.
 pub fn answer<B>(req: &Request<B>) -> Response<Body> {
+    // HTTP/2 names the host in `:authority`, HTTP/1.1 in `Host`.
     let host = req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .and_then(host_without_port);
     let Some(host) = host else {
         return body::text(StatusCode::BAD_REQUEST, "a Host header is required\n");

@@ -102,10 +102,15 @@ pub(crate) fn refuse(
     refusal: Refusal,
     head: bool,
 ) -> Vec<u8> {
-    metrics.request(refusal.status, std::time::Duration::ZERO);
-    tracing::warn!(client = %from.client, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
+    metrics.request(false, refusal.status, std::time::Duration::ZERO);
+    log_refusal(from, &refusal);
     let text = format!("{}\n", refusal.reason);
     answer_bytes(refusal.status, &text, head, true)
+}
+
+/// The warning every refused request gets, whichever protocol it came in.
+pub(crate) fn log_refusal(from: &Forwarding, refusal: &Refusal) {
+    tracing::warn!(client = %from.client, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
 }
 
 /// An answer of the proxy's own as bytes on the wire: a short text, closing the connection

@@ -11,6 +11,7 @@ use crate::metrics::Metrics;
 use crate::request_head::HeadLimits;
 use crate::shutdown::Drain;
 use crate::upstream::Upstream;
+use crate::upstream_h2::H2Upstream;
 
 /// Settings, the upstream pools, the drain, the metrics, and the limits every connection uses.
 pub(crate) struct Shared {
@@ -26,6 +27,10 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<Semaphore>,
     /// hyper's HTTP/1.1 server settings, built once.
     pub(crate) http: hyper::server::conn::http1::Builder,
+    /// hyper's HTTP/2 server settings, built once.
+    pub(crate) h2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    /// The shared connection to an h2c app (`DESTINATION_PROTOCOL` `h2c` or `auto`).
+    pub(crate) h2_upstream: H2Upstream,
     /// What reading a request head needs: `MAX_HEADER_BYTES`, `UPGRADE_PROTOCOLS`.
     pub(crate) limits: Arc<HeadLimits>,
     /// Every connection and tunnel task, so the drain can wait for them.

@@ -209,3 +209,116 @@ fn copy(
     cx.waker().wake_by_ref();
     Poll::Pending
 }
+
+/// Joins two upgraded streams of any kind (an HTTP/2 extended CONNECT stream and the app's
+/// socket after its `101`) until both sides have closed or, with `idle_timeout`, nothing moved
+/// for that long.
+pub(crate) async fn join_upgraded(
+    metrics: &Metrics,
+    idle_timeout: Option<std::time::Duration>,
+    client_addr: SocketAddr,
+    pending: PendingUpgrade,
+) {
+    let (client, upstream) = match (pending.client.await, pending.upstream.await) {
+        (Ok(c), Ok(u)) => (c, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(client = %client_addr, error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut client = Active::new(TokioIo::new(client), activity.clone());
+    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone());
+    metrics.tunnel_opened();
+    let started = Instant::now();
+    let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+    let result = match idle_timeout {
+        None => copied.await,
+        Some(limit) => tokio::select! {
+            r = copied => r,
+            () = idle_for(limit, &activity) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle for WEBSOCKET_IDLE_TIMEOUT")),
+        },
+    };
+    metrics.tunnel_closed();
+    let (up, down, why) = match &result {
+        Ok((up, down)) => (*up, *down, "closed".to_owned()),
+        Err(e) => (0, 0, e.to_string()),
+    };
+    metrics.client_bytes(up, down);
+    tracing::info!(
+        client = %client_addr,
+        bytes_to_app = up,
+        bytes_to_client = down,
+        seconds = started.elapsed().as_secs_f64(),
+        end = why.as_str(),
+        "tunnel ended"
+    );
+}
+
+/// Resolves once `activity` has not moved for `limit`.
+async fn idle_for(limit: std::time::Duration, activity: &std::sync::atomic::AtomicU64) {
+    use std::sync::atomic::Ordering;
+    let mut seen = activity.load(Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(limit).await;
+        let now = activity.load(Ordering::Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// A stream that counts every read and write into a shared activity counter.
+struct Active<T> {
+    inner: T,
+    activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<T> Active<T> {
+    fn new(inner: T, activity: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
+        Active { inner, activity }
+    }
+
+    fn moved(&self) {
+        self.activity
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.moved();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.moved();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

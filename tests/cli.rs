@@ -64,7 +64,7 @@ fn readme_table_is_the_settings_table() {
             let name = cells.next()?.strip_suffix('`')?;
             let default = cells.next()?.trim_matches('`');
             name.bytes()
-                .all(|b| b.is_ascii_uppercase() || b == b'_')
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
                 .then(|| (name.to_owned(), default.to_owned()))
         })
         .collect();

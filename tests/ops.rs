@@ -39,7 +39,10 @@ async fn metrics_endpoint_counts_what_happened() {
     let before = scrape().await;
     assert_eq!(status(&before), 200, "{before}");
     assert_eq!(
-        metric(&before, "elb_ws_proxy_requests_total{class=\"2xx\"}"),
+        metric(
+            &before,
+            "elb_ws_proxy_requests_total{protocol=\"http1\",class=\"2xx\"}"
+        ),
         0.0
     );
 
@@ -62,15 +65,24 @@ async fn metrics_endpoint_counts_what_happened() {
     })
     .await;
     assert_eq!(
-        metric(&after, "elb_ws_proxy_requests_total{class=\"2xx\"}"),
+        metric(
+            &after,
+            "elb_ws_proxy_requests_total{protocol=\"http1\",class=\"2xx\"}"
+        ),
         3.0
     );
     assert_eq!(
-        metric(&after, "elb_ws_proxy_requests_total{class=\"3xx\"}"),
+        metric(
+            &after,
+            "elb_ws_proxy_requests_total{protocol=\"http1\",class=\"3xx\"}"
+        ),
         1.0
     );
     assert_eq!(
-        metric(&after, "elb_ws_proxy_requests_total{class=\"1xx\"}"),
+        metric(
+            &after,
+            "elb_ws_proxy_requests_total{protocol=\"http1\",class=\"1xx\"}"
+        ),
         1.0,
         "the 101"
     );

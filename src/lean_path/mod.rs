@@ -146,10 +146,11 @@ pub(crate) async fn serve(
                 return Outcome::Closed(why);
             }
         };
-        env.metrics.request(status, elapsed);
+        env.metrics.request(false, status, elapsed);
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
         logging::access(
             &ctx.forwarding,
+            "http1",
             text(&plan.method),
             text(&plan.path),
             status,

@@ -5,9 +5,11 @@
 //! header names and values (`(&str, &[u8])`), so the byte-level lean path and hyper's header
 //! maps ask the same questions and get the same answers. Nothing here does I/O.
 
+mod h2;
 mod request;
 mod response;
 
+pub(crate) use h2::check_h2_request;
 pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
 pub(crate) use response::{check_response, Framing, ResponseKind};
 

@@ -12,7 +12,7 @@ pub(crate) struct Refusal {
     pub(crate) reason: &'static str,
 }
 
-const fn refuse(status: StatusCode, reason: &'static str) -> Refusal {
+pub(super) const fn refuse(status: StatusCode, reason: &'static str) -> Refusal {
     Refusal { status, reason }
 }
 

@@ -164,6 +164,56 @@ pub async fn start_app_on(listener: TcpListener) -> App {
     }
 }
 
+/// An h2c app (HTTP/2 with prior knowledge), answering with the same routes.
+pub async fn start_h2_app() -> App {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let (counter, still_open) = (connections.clone(), open.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                return;
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+            still_open.fetch_add(1, Ordering::SeqCst);
+            let guard = Arc::new(OpenGuard(still_open.clone()));
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| app(req, peer, guard.clone()));
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    App {
+        addr,
+        connections,
+        open,
+        task,
+    }
+}
+
+/// An HTTP/2 client (prior knowledge) on a connection that starts with `header`.
+pub async fn h2_client(
+    addr: SocketAddr,
+    header: &[u8],
+) -> hyper::client::conn::http2::SendRequest<http_body_util::combinators::BoxBody<Bytes, Infallible>>
+{
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(header).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
 /// Held by an app connection and by the task that serves its upgraded stream; the last one
 /// to go marks the connection closed.
 struct OpenGuard(Arc<AtomicUsize>);
@@ -199,6 +249,23 @@ async fn app(
                 .and_then(|q| q.parse().ok())
                 .unwrap_or(1 << 20);
             Ok(Response::new(full(vec![b'x'; n])))
+        }
+        "/trailers" => {
+            // A body and then trailers, as gRPC answers.
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("x-trailer", "yes".parse().unwrap());
+            let frames = futures_util::stream::iter([
+                Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok"))),
+                Ok(Frame::trailers(trailers)),
+            ]);
+            Ok(Response::new(BodyExt::boxed(StreamBody::new(frames))))
+        }
+        "/echo-body" => {
+            // The request body back as it arrives: both directions stream at once.
+            let body = req.into_body().map_err(|_| unreachable!()).boxed();
+            let _ = &guard;
+            Ok(Response::new(body))
         }
         "/stream" => {
             // N bytes in 64 KiB slices of one shared buffer: the app itself holds no body.

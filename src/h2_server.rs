@@ -1,0 +1,400 @@
+//! HTTP/2 clients: after the PROXY header, a connection that starts with the HTTP/2 preface (an
+//! NLB TLS listener forwarding a client that negotiated h2) is served by hyper's HTTP/2 server.
+//! Each stream is held to the rules every HTTP/1.1 request is: the same checks, forwarding
+//! headers, `/ping`, redirect, timeouts, limits, access line and metrics. Streams reach the app
+//! over pooled HTTP/1.1 or over h2c (`DESTINATION_PROTOCOL`); WebSockets arrive as extended
+//! CONNECT (RFC 8441) and go to the app as an HTTP/1.1 upgrade.
+//!
+//! What bounds a connection: `H2_MAX_STREAMS` concurrent streams, fixed flow-control windows
+//! (so a client that never reads holds at most a window per stream), `MAX_HEADER_BYTES` for
+//! the header list, and h2's limits on reset streams (rapid reset), CONTINUATION frames and
+//! SETTINGS/PING acknowledgements; a client that trips one gets GOAWAY and a warning.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::{self, Body};
+use crate::config::{Config, DestinationProtocol};
+use crate::conn_state::{ConnCtx, Port, Tracked};
+use crate::error::ErrorChain;
+use crate::hyper_path::{self, Route};
+use crate::preface::Prefixed;
+use crate::request_head::log_refusal;
+use crate::shared::Shared;
+use crate::shutdown::Watch;
+use crate::{h2c_path, health, logging, redirect, rules, tunnel};
+
+/// Flow-control window per stream: what a client that never reads can make the proxy hold.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Flow-control window per connection, shared by its streams.
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Bytes buffered for sending per stream before the app is read no further.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Streams a client may open and reset before the server has seen them (CVE-2023-44487).
+const PENDING_RESETS: usize = 20;
+/// Streams the proxy may reset for a client's errors before it sends GOAWAY.
+const LOCAL_ERROR_RESETS: usize = 256;
+
+/// hyper's HTTP/2 server settings, built once from the configuration.
+pub(crate) fn builder(config: &Config) -> http2::Builder<TokioExecutor> {
+    let mut b = http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(config.h2_max_streams)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .adaptive_window(false)
+        .max_send_buf_size(SEND_BUFFER)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(PENDING_RESETS)
+        .max_local_error_reset_streams(LOCAL_ERROR_RESETS);
+    // Chrome uses WebSockets over HTTP/2 wherever this is advertised, so only then.
+    if config.upgrade_protocols.iter().any(|p| p == "websocket") {
+        b.enable_connect_protocol();
+    }
+    b
+}
+
+/// Serves one HTTP/2 client connection to its end; `io` replays the bytes already read.
+pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<TcpStream>) {
+    shared.metrics.h2_connection(1);
+    let _open = Gauge(&shared);
+    let started = Arc::new(AtomicBool::new(false));
+    let svc = {
+        let (shared, ctx, started) = (shared.clone(), ctx.clone(), started.clone());
+        service_fn(move |req| {
+            started.store(true, Ordering::Relaxed);
+            stream(shared.clone(), ctx.clone(), req)
+        })
+    };
+    let mut conn = pin!(shared.h2.serve_connection(TokioIo::new(io), svc));
+    let config = &shared.config;
+    let mut stop = Watch::new(&shared.drain.stop_accepting);
+    let mut hard_stop = Watch::new(&shared.drain.hard_stop);
+    // REQUEST_HEADER_TIMEOUT: for the first stream's headers; KEEPALIVE_TIMEOUT: while no
+    // stream is open.
+    let first = tokio::time::Instant::now() + config.request_header_timeout;
+    let mut sleep = pin!(tokio::time::sleep_until(first));
+    let mut graceful = false;
+    let client = ctx.forwarding.client;
+    let ended = poll_fn(|cx| {
+        if hard_stop.poll_set(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        if !graceful && stop.poll_set(cx) {
+            // GOAWAY with the last stream id; open streams finish within SHUTDOWN_TIMEOUT.
+            conn.as_mut().graceful_shutdown();
+            graceful = true;
+        }
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if !graceful {
+            let deadline = if !started.load(Ordering::Relaxed) {
+                Some(first)
+            } else {
+                ctx.deadline(config.request_header_timeout, config.keepalive_timeout)
+                    .map(|(at, _)| at)
+            };
+            if let Some(at) = deadline {
+                if sleep.deadline() != at {
+                    sleep.as_mut().reset(at);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    if !started.load(Ordering::Relaxed) {
+                        tracing::warn!(%client, "no HTTP/2 request within REQUEST_HEADER_TIMEOUT; closing");
+                    }
+                    conn.as_mut().graceful_shutdown();
+                    graceful = true;
+                    cx.waker().wake_by_ref();
+                }
+            }
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Err(e) = ended {
+        report(client, &e);
+    }
+}
+
+/// Says why a connection ended with an error: a warning when the proxy sent GOAWAY for the
+/// client's misbehaviour (a flood, an oversized header list, a protocol error), `debug` when
+/// the client simply went away.
+fn report(client: std::net::SocketAddr, e: &hyper::Error) {
+    let h2 = crate::error::causes(e).find_map(|c| c.downcast_ref::<h2::Error>());
+    match h2 {
+        Some(h2) if h2.is_go_away() && !h2.is_remote() => {
+            let reason = h2.reason().map(|r| format!("{r:?}")).unwrap_or_default();
+            tracing::warn!(%client, reason, error = %ErrorChain(e), "HTTP/2 connection closed with GOAWAY");
+        }
+        _ => tracing::debug!(%client, error = %ErrorChain(e), "HTTP/2 connection ended"),
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct Gauge<'a>(&'a Shared);
+
+impl Drop for Gauge<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.h2_connection(-1);
+    }
+}
+
+/// Serves one stream: `/ping`, the plain port's redirect, or the app; then its access line.
+async fn stream(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<StreamBody>, Infallible> {
+    ctx.request_started();
+    shared.metrics.h2_stream(1);
+    // Ends the stream's accounting however it ends, a reset before the answer included.
+    let mut out = StreamBody {
+        inner: Tracked {
+            inner: body::empty(),
+            ctx: ctx.clone(),
+        },
+        driven: None,
+        shared: shared.clone(),
+    };
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let ping = rules::is_ping(method.as_str(), &path);
+    let mut upstream = false;
+    let resp = if ping {
+        health::answer(shared.drain.is_draining())
+    } else if ctx.port == Port::Plain {
+        redirect::answer(&req)
+    } else {
+        upstream = true;
+        to_app(&shared, &ctx, req, &mut out.driven).await
+    };
+    let resp = for_h2(resp);
+    let elapsed = started.elapsed();
+    shared.metrics.request(true, resp.status(), elapsed);
+    if ping {
+        shared.metrics.health_check(resp.status());
+    }
+    if !ping || shared.config.log_health_checks {
+        let upstream = upstream.then_some(elapsed);
+        logging::access(
+            &ctx.forwarding,
+            "h2",
+            method.as_str(),
+            &path,
+            resp.status(),
+            upstream,
+        );
+    }
+    Ok(resp.map(|inner| {
+        out.inner.inner = inner;
+        out
+    }))
+}
+
+/// Checks the stream by the rules and forwards it as `DESTINATION_PROTOCOL` says.
+async fn to_app(
+    shared: &Arc<Shared>,
+    ctx: &Arc<ConnCtx>,
+    mut req: Request<Incoming>,
+    driven: &mut Option<Arc<ConnCtx>>,
+) -> Response<Body> {
+    let config = &shared.config;
+    let protocol = req.extensions().get::<hyper::ext::Protocol>();
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let checked = rules::check_h2_request(
+        req.method().as_str(),
+        req.uri(),
+        protocol.map(|p| p.as_str()),
+        fields,
+        req.body().is_end_stream(),
+        &config.upgrade_protocols,
+    );
+    let checked = match checked {
+        Ok(c) => c,
+        Err(refusal) => {
+            log_refusal(&ctx.forwarding, &refusal);
+            return body::text(refusal.status, refusal.reason);
+        }
+    };
+    // Each stream drives its own upstream link: streams run in tasks of their own.
+    let sctx = Arc::new(ConnCtx::new(ctx.forwarding.clone(), ctx.port, false));
+    let route = Route {
+        upstream: &shared.upstream,
+        metrics: &shared.metrics,
+        config,
+        ctx: &sctx,
+    };
+    let (rules, authority) = (&checked.rules, checked.authority.as_str());
+    if rules.upgrade.is_some() {
+        return websocket(shared, &sctx, route, rules, authority, req).await;
+    }
+    if config.destination_protocol != DestinationProtocol::Http1 {
+        return h2c_path::forward(route, &shared.h2_upstream, rules, authority, req).await;
+    }
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let resp = drive(shared, &sctx, hyper_path::forward(route, rules, req)).await;
+    *driven = Some(sctx);
+    resp
+}
+
+/// Runs `fut` while moving the stream's upstream link along, as a connection task does.
+async fn drive<F: Future>(shared: &Shared, sctx: &ConnCtx, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        sctx.upstream.poll(cx, &shared.upstream, true);
+        let out = fut.as_mut().poll(cx);
+        sctx.upstream.poll(cx, &shared.upstream, true);
+        out
+    })
+    .await
+}
+
+/// RFC 8441: the extended CONNECT becomes the HTTP/1.1 handshake the app expects; on its
+/// `101` the client gets `200` and the stream is joined to the app's connection.
+async fn websocket(
+    shared: &Arc<Shared>,
+    sctx: &Arc<ConnCtx>,
+    route: Route<'_>,
+    rules: &rules::RequestRules,
+    authority: &str,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    *req.method_mut() = Method::GET;
+    let headers = req.headers_mut();
+    if let Ok(host) = HeaderValue::from_str(authority) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
+    let resp = hyper_path::forward_upgrade(route, rules, req).await;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    for name in [
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_ACCEPT,
+    ] {
+        parts.headers.remove(name);
+    }
+    if let Some(pending) = sctx.take_upgrade() {
+        let (shared, client) = (shared.clone(), sctx.forwarding.client);
+        shared.tasks.clone().spawn(async move {
+            let idle = shared.config.websocket_idle_timeout;
+            tokio::select! {
+                _ = tunnel::join_upgraded(&shared.metrics, idle, client, pending) => {}
+                _ = shared.drain.hard_stop.cancelled() => {
+                    tracing::info!(%client, "closing tunnel at the shutdown deadline");
+                }
+            }
+        });
+    }
+    Response::from_parts(parts, body)
+}
+
+/// A fresh `Sec-WebSocket-Key`: 16 bytes that need only be unpredictable enough to tell
+/// handshakes apart (RFC 6455 §4.1), in base64.
+fn websocket_key() -> HeaderValue {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut bytes = [0u8; 16];
+    for (i, half) in bytes.chunks_mut(8).enumerate() {
+        let mut h = state.build_hasher();
+        h.write_usize(i);
+        h.write_u128(Instant::now().elapsed().as_nanos());
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    HeaderValue::from_str(&out).expect("base64 is a valid header value")
+}
+
+/// Removes what HTTP/2 forbids from an answer built for HTTP/1.1 (`Connection`, framing).
+fn for_h2(mut resp: Response<Body>) -> Response<Body> {
+    let headers = resp.headers_mut();
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    resp
+}
+
+/// A stream's response body: counted while open, and driving the stream's upstream link when
+/// it came from the app over HTTP/1.1; the link goes back to the pool when the body is done.
+struct StreamBody {
+    inner: Tracked,
+    driven: Option<Arc<ConnCtx>>,
+    shared: Arc<Shared>,
+}
+
+impl Drop for StreamBody {
+    fn drop(&mut self) {
+        if let Some(sctx) = &self.driven {
+            sctx.upstream.release(&self.shared.upstream);
+        }
+        self.shared.metrics.h2_stream(-1);
+    }
+}
+
+impl HttpBody for StreamBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(sctx) = &this.driven {
+            sctx.upstream.poll(cx, &this.shared.upstream, true);
+        }
+        Pin::new(&mut this.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
