@@ -8,14 +8,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use serde::Deserialize;
 
-use crate::settings::{
-    default_of, parse_cidrs, parse_endpoint_header, parse_endpoints, parse_protocols,
-};
+mod apply;
+
 pub use crate::settings::{
     leftover_overrides, parse_duration, parse_size, Setting, REQUIRED, SETTINGS,
 };
+use apply::{hostname, invalid, listen_port, port, required, RawEnv, HOST, PORT};
 
 /// Whether connections must, may or must not begin with a PROXY protocol header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,38 +128,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The raw variables as `envy` collects them; all strings, parsed below.
-#[derive(Deserialize, Default)]
-struct RawEnv {
-    listen_on: Option<String>,
-    listen_on_tls: Option<String>,
-    destination_hostname: Option<String>,
-    destination_port: Option<String>,
-    listen_address: Option<String>,
-    proxy_protocol: Option<String>,
-    trusted_proxies: Option<String>,
-    proxy_header_timeout: Option<String>,
-    request_header_timeout: Option<String>,
-    keepalive_timeout: Option<String>,
-    connect_timeout: Option<String>,
-    response_timeout: Option<String>,
-    websocket_idle_timeout: Option<String>,
-    max_connections: Option<String>,
-    max_header_bytes: Option<String>,
-    max_body_bytes: Option<String>,
-    upgrade_protocols: Option<String>,
-    destination_protocol: Option<String>,
-    h2_max_streams: Option<String>,
-    shutdown_delay: Option<String>,
-    shutdown_timeout: Option<String>,
-    metrics_listen: Option<String>,
-    log_format: Option<String>,
-    log_health_checks: Option<String>,
-    tcp_keepalive: Option<String>,
-    vpc_endpoint_header: Option<String>,
-    allowed_vpc_endpoints: Option<String>,
-}
-
 impl Config {
     /// A configuration with every optional setting at its documented default
     /// ([`SETTINGS`]). Tests use it with port 0 and adjust fields.
@@ -256,138 +223,6 @@ impl Config {
         Ok(c)
     }
 
-    /// Sets every optional setting from `raw`, or from its default in [`SETTINGS`] when unset:
-    /// both go through the same parser.
-    fn apply(&mut self, raw: RawEnv) -> Result<(), ConfigError> {
-        let value = |name: &'static str, v: Option<String>| {
-            (name, v.unwrap_or_else(|| default_of(name).to_owned()))
-        };
-        let duration = |(name, v): (&'static str, String)| {
-            parse_duration(&v).ok_or_else(|| invalid(name, DURATION, v))
-        };
-        let positive = |(name, v): (&'static str, String)| match duration((name, v.clone()))? {
-            d if d.is_zero() => Err(invalid(name, "a duration greater than zero", v)),
-            d => Ok(d),
-        };
-        let (name, v) = value("LISTEN_ADDRESS", raw.listen_address);
-        self.listen_address = v
-            .trim()
-            .parse()
-            .map_err(|_| invalid(name, "an IP address such as 0.0.0.0 or ::", v))?;
-        let (name, v) = value("PROXY_PROTOCOL", raw.proxy_protocol);
-        self.proxy_protocol = match v.trim().to_ascii_lowercase().as_str() {
-            "required" => ProxyProtocol::Required,
-            "optional" => ProxyProtocol::Optional,
-            "off" => ProxyProtocol::Off,
-            _ => return Err(invalid(name, "one of required, optional, off", v)),
-        };
-        let (name, v) = value("TRUSTED_PROXIES", raw.trusted_proxies);
-        self.trusted_proxies = if v.trim().eq_ignore_ascii_case("any") {
-            Vec::new()
-        } else {
-            let expected = "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8, or any";
-            parse_cidrs(&v).ok_or_else(|| invalid(name, expected, v.clone()))?
-        };
-        self.proxy_header_timeout =
-            positive(value("PROXY_HEADER_TIMEOUT", raw.proxy_header_timeout))?;
-        self.request_header_timeout =
-            positive(value("REQUEST_HEADER_TIMEOUT", raw.request_header_timeout))?;
-        self.keepalive_timeout = positive(value("KEEPALIVE_TIMEOUT", raw.keepalive_timeout))?;
-        self.connect_timeout = positive(value("CONNECT_TIMEOUT", raw.connect_timeout))?;
-        self.response_timeout = positive(value("RESPONSE_TIMEOUT", raw.response_timeout))?;
-        let idle = duration(value("WEBSOCKET_IDLE_TIMEOUT", raw.websocket_idle_timeout))?;
-        self.websocket_idle_timeout = (!idle.is_zero()).then_some(idle);
-        self.shutdown_delay = duration(value("SHUTDOWN_DELAY", raw.shutdown_delay))?;
-        self.shutdown_timeout = duration(value("SHUTDOWN_TIMEOUT", raw.shutdown_timeout))?;
-        let (name, v) = value("MAX_CONNECTIONS", raw.max_connections);
-        self.max_connections = match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1_000_000).contains(&n) => n,
-            _ => return Err(invalid(name, "a whole number from 1 to 1000000", v)),
-        };
-        let (name, v) = value("MAX_HEADER_BYTES", raw.max_header_bytes);
-        self.max_header_bytes = match parse_size(&v) {
-            Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
-            _ => {
-                let expected = "a size from 1KiB to 1MiB, such as 64KiB or 16384";
-                return Err(invalid(name, expected, v));
-            }
-        };
-        let (name, v) = value("MAX_BODY_BYTES", raw.max_body_bytes);
-        let n = parse_size(&v)
-            .ok_or_else(|| invalid(name, "a size such as 10MiB, 1GB or 0 for no limit", v))?;
-        self.max_body_bytes = (n > 0).then_some(n);
-        let (name, v) = value("UPGRADE_PROTOCOLS", raw.upgrade_protocols);
-        self.upgrade_protocols = parse_protocols(&v).ok_or_else(|| {
-            invalid(
-                name,
-                "comma-separated protocol names such as websocket (never h2c)",
-                v,
-            )
-        })?;
-        let (name, v) = value("DESTINATION_PROTOCOL", raw.destination_protocol);
-        self.destination_protocol = match v.trim().to_ascii_lowercase().as_str() {
-            "http1" => DestinationProtocol::Http1,
-            "h2c" => DestinationProtocol::H2c,
-            "auto" => DestinationProtocol::Auto,
-            _ => return Err(invalid(name, "one of http1, h2c, auto", v)),
-        };
-        let (name, v) = value("H2_MAX_STREAMS", raw.h2_max_streams);
-        self.h2_max_streams = match v.trim().parse::<u32>() {
-            Ok(n) if (1..=10_000).contains(&n) => n,
-            _ => return Err(invalid(name, "a whole number from 1 to 10000", v)),
-        };
-        let (name, v) = value("METRICS_LISTEN", raw.metrics_listen);
-        self.metrics_listen = if v.trim().eq_ignore_ascii_case("off") {
-            None
-        } else {
-            let addr: SocketAddr = v.trim().parse().map_err(|_| {
-                invalid(name, "address:port such as 0.0.0.0:9090, or off", v.clone())
-            })?;
-            if addr.port() != 0 && [self.listen_on, self.listen_on_tls].contains(&addr.port()) {
-                return Err(invalid(
-                    name,
-                    "a port other than LISTEN_ON and LISTEN_ON_TLS",
-                    v,
-                ));
-            }
-            Some(addr)
-        };
-        let (name, v) = value("LOG_FORMAT", raw.log_format);
-        self.log_format = match v.trim().to_ascii_lowercase().as_str() {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            _ => return Err(invalid(name, "text or json", v)),
-        };
-        let (name, v) = value("LOG_HEALTH_CHECKS", raw.log_health_checks);
-        self.log_health_checks = match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" | "on" => true,
-            "false" | "no" | "0" | "off" => false,
-            _ => return Err(invalid(name, "true or false", v)),
-        };
-        let keepalive = duration(value("TCP_KEEPALIVE", raw.tcp_keepalive))?;
-        self.tcp_keepalive = match keepalive.as_secs() {
-            0 if keepalive.is_zero() => None,
-            // The kernel counts keepalive time in whole seconds, at most 32767.
-            1..=32767 => Some(keepalive),
-            _ => {
-                let expected = "whole seconds from 1s to 32767s, or 0 for off";
-                return Err(invalid("TCP_KEEPALIVE", expected, format!("{keepalive:?}")));
-            }
-        };
-        let (name, v) = value("VPC_ENDPOINT_HEADER", raw.vpc_endpoint_header);
-        self.vpc_endpoint_header = parse_endpoint_header(&v).ok_or_else(|| {
-            let expected = "a header name such as X-Amzn-Vpce-Id that the proxy does not otherwise set, or empty (off)";
-            invalid(name, expected, v.clone())
-        })?;
-        let (name, v) = value("ALLOWED_VPC_ENDPOINTS", raw.allowed_vpc_endpoints);
-        self.allowed_vpc_endpoints = parse_endpoints(&v).ok_or_else(|| {
-            let expected =
-                "comma-separated VPC endpoint ids such as vpce-0123456789abcdef0, or any";
-            invalid(name, expected, v.clone())
-        })?;
-        Ok(())
-    }
-
     /// Whether a peer may send a PROXY header (an empty list trusts everyone).
     pub fn is_trusted(&self, peer: IpAddr) -> bool {
         self.trusted_proxies.is_empty()
@@ -415,73 +250,6 @@ impl Config {
             self.vpc_endpoint_header.as_ref().map_or("off", |h| h.as_str()),
             if self.allowed_vpc_endpoints.is_empty() { "any".to_owned() } else { self.allowed_vpc_endpoints.join(",") },
         )
-    }
-}
-
-const PORT: &str = "a TCP port number from 1 to 65535";
-const LISTEN_PORT: &str = "a TCP port number from 1 to 65535 (0: any free port)";
-const HOST: &str = "a host name or IP address, such as app or 10.0.0.5";
-const DURATION: &str = "a duration such as 500ms, 5s, 2m, 1h or a number of seconds";
-
-fn invalid(variable: &'static str, expected: &str, found: String) -> ConfigError {
-    ConfigError {
-        variable,
-        expected: expected.to_owned(),
-        found: Some(found),
-    }
-}
-
-fn required(
-    variable: &'static str,
-    v: Option<String>,
-    expected: &str,
-) -> Result<String, ConfigError> {
-    v.ok_or_else(|| ConfigError {
-        variable,
-        expected: expected.to_owned(),
-        found: None,
-    })
-}
-
-/// A port to listen on: `0` asks the system for a free one, which the start-up line reports
-/// (the test suite runs the binary that way).
-fn listen_port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
-    match v.trim().parse::<u16>() {
-        Ok(p) => Ok(p),
-        _ => Err(invalid(variable, LISTEN_PORT, v)),
-    }
-}
-
-fn port(variable: &'static str, v: String) -> Result<u16, ConfigError> {
-    match v.trim().parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(invalid(variable, PORT, v)),
-    }
-}
-
-/// Accepts DNS names and IP literals; rejects URLs and host:port, the usual copy-paste mistakes.
-fn hostname(variable: &'static str, v: String) -> Result<String, ConfigError> {
-    let h = v.trim();
-    if h.parse::<IpAddr>().is_ok() {
-        return Ok(h.to_owned());
-    }
-    let ok = h.len() <= 253
-        && h.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-        });
-    if ok {
-        Ok(h.to_owned())
-    } else {
-        Err(invalid(
-            variable,
-            &format!("{HOST} (no scheme, no port)"),
-            v,
-        ))
     }
 }
 
