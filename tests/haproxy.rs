@@ -9,7 +9,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -137,5 +137,92 @@ async fn haproxy_in_front_of_the_plain_port_redirects() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "301 https://shop.example.com/some/path?x=1"
+    );
+}
+
+/// A self-signed certificate and key in one PEM file, as HAProxy's `crt` takes it.
+fn certificate(dir: &TempDir) -> std::path::PathBuf {
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(status.success());
+    let pem = dir.path().join("both.pem");
+    let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(&pem, both).unwrap();
+    pem
+}
+
+/// HAProxy as an NLB TLS listener with ALPN (`h2,http/1.1`) and `send-proxy-v2` in front of
+/// the proxy: curl negotiates h2, the proxy gets cleartext HTTP/2 after the PROXY header, and
+/// an HTTP/1.1 client on the same listener still works.
+#[tokio::test]
+#[ignore = "needs haproxy, curl and openssl on PATH; .ci/run installs them and runs it with --ignored"]
+async fn haproxy_tls_listener_with_alpn_h2_and_curl() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let dir = TempDir::new("tls");
+    let pem = certificate(&dir);
+    let bind = format!("ssl crt {} alpn h2,http/1.1", pem.display());
+    let elb = Haproxy::start(proxy.tls, &bind, "send-proxy-v2").await;
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let url = format!("https://localhost:{}/over-tls?v={version}", elb.addr.port());
+        let resolve = format!("localhost:{}:127.0.0.1", elb.addr.port());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args([
+                    "-sS",
+                    "-k",
+                    flag,
+                    "--max-time",
+                    "10",
+                    "--interface",
+                    "127.0.0.4",
+                ])
+                .args([
+                    "--resolve",
+                    &resolve,
+                    "-w",
+                    "\nversion=%{http_version}",
+                    &url,
+                ])
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("curl must be installed");
+        let body = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{body}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(body.ends_with(&format!("version={version}")), "{body}");
+        assert!(
+            body.starts_with(&format!("GET /over-tls?v={version}\n")),
+            "{body}"
+        );
+        assert!(body.contains("x-forwarded-for: 127.0.0.4\n"), "{body}");
+        assert!(
+            body.contains(&format!("host: localhost:{}\n", elb.addr.port())),
+            "{body}"
+        );
+    }
+    let m = proxy.proxy_metrics.render();
+    assert!(
+        m.contains("elb_ws_proxy_requests_total{protocol=\"h2\",class=\"2xx\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("elb_ws_proxy_requests_total{protocol=\"http1\",class=\"2xx\"} 1\n"),
+        "{m}"
     );
 }

@@ -106,3 +106,33 @@ pub async fn health_check(to: SocketAddr) -> String {
     req.extend_from_slice(b"GET /ping HTTP/1.1\r\nHost: 10.0.1.20\r\nConnection: close\r\n\r\n");
     super::exchange(to, &req).await
 }
+
+/// A listener that plays the NLB for clients that cannot write a PROXY header themselves (a
+/// gRPC library, say): each connection to it is forwarded to `to` with a v2 header for
+/// `client`, sent together with the client's first bytes.
+pub async fn forwarder(to: SocketAddr, client: &str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let client: SocketAddrV4 = client.parse().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut first = vec![0u8; 65536];
+                let n = match inbound.read(&mut first).await {
+                    Ok(n) if n > 0 => n,
+                    _ => return,
+                };
+                let Ok(mut outbound) = TcpStream::connect(to).await else {
+                    return;
+                };
+                let mut out = v2_header(Some(client), 443, &[]);
+                out.extend_from_slice(&first[..n]);
+                if outbound.write_all(&out).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    addr
+}
