@@ -1,0 +1,213 @@
+//! HTTP/2 under attack, written frame by frame: rapid reset (CVE-2023-44487), a CONTINUATION
+//! flood, a header list over the limit, too many concurrent streams. Each gets the answer the
+//! protocol defines (GOAWAY with its code, or a refused stream), a warning says why, and a
+//! well-behaved client on another connection is served meanwhile.
+
+mod common;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use common::*;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+const HEADERS: u8 = 0x1;
+const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const GOAWAY: u8 = 0x7;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// A GET for `/` on `a.example`, HPACK-encoded without indexing or Huffman.
+fn get_block() -> Vec<u8> {
+    let mut b = vec![0x82, 0x87, 0x84]; // :method GET, :scheme https, :path /
+    b.push(0x01); // :authority, literal value
+    b.push(9);
+    b.extend_from_slice(b"a.example");
+    b
+}
+
+/// Opens a raw HTTP/2 connection after a PROXY header.
+async fn raw(proxy: std::net::SocketAddr, client: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let mut hello = v1(client, 443);
+    hello.extend_from_slice(PREFACE);
+    hello.extend(frame(SETTINGS, 0, 0, &[]));
+    s.write_all(&hello).await.unwrap();
+    s
+}
+
+/// Reads frames until GOAWAY or the end of the connection; the GOAWAY's error code.
+async fn goaway_code(s: &mut TcpStream) -> Option<u32> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        // Frames already buffered first.
+        let mut at = 0;
+        while buf.len() >= at + 9 {
+            let len = (usize::from(buf[at]) << 16)
+                | (usize::from(buf[at + 1]) << 8)
+                | usize::from(buf[at + 2]);
+            if buf.len() < at + 9 + len {
+                break;
+            }
+            if buf[at + 3] == GOAWAY {
+                let p = &buf[at + 9..at + 9 + len];
+                return Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        buf.drain(..at);
+        match within("frames", s.read(&mut chunk)).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A client on another connection is served while the attack goes on.
+async fn others_are_served(proxy: &Running) {
+    let mut c = h2_client(proxy.tls, &v1("198.51.100.200", 443)).await;
+    let req = http::Request::get("https://a.example/fine")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Empty::new()))
+        .unwrap();
+    let resp = within("a good client", c.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+const REFUSED_STREAM: u32 = 0x7;
+
+#[tokio::test]
+async fn rapid_reset_gets_goaway_enhance_your_calm() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let (_guard, logs) = capture_logs();
+    let mut s = raw(proxy.tls, "198.51.100.201").await;
+    let mut burst = Vec::new();
+    for i in 0..1000u32 {
+        let id = 1 + 2 * i;
+        burst.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &get_block()));
+        burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+    }
+    // The server may close before it has read everything.
+    let _ = s.write_all(&burst).await;
+    assert_eq!(goaway_code(&mut s).await, Some(ENHANCE_YOUR_CALM));
+    others_are_served(&proxy).await;
+    let text = logs.text();
+    assert!(
+        text.contains("HTTP/2 connection closed with GOAWAY") && text.contains("ENHANCE_YOUR_CALM"),
+        "{text}"
+    );
+    // Far fewer than the thousand streams reached the app.
+    assert!(app.connections.load(std::sync::atomic::Ordering::SeqCst) < 100);
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.max_header_bytes = 16 * 1024;
+    let proxy = start_proxy(config).await;
+    let (_guard, logs) = capture_logs();
+    let mut s = raw(proxy.tls, "198.51.100.202").await;
+    let mut flood = frame(HEADERS, 0, 1, &get_block());
+    // Endless CONTINUATION frames, each a literal header of 1 KiB, never END_HEADERS.
+    let mut literal = vec![0x00, 0x03];
+    literal.extend_from_slice(b"x-a");
+    literal.extend_from_slice(&[0x7f, 0x81, 0x07]); // length 1024 (7-bit prefix, 127 + 897)
+    literal.extend_from_slice(&[b'v'; 1024]);
+    for _ in 0..2000 {
+        flood.extend(frame(CONTINUATION, 0, 1, &literal));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = s.write_all(&flood).await;
+        s
+    });
+    let mut s = within("flood written or cut", writer).await.unwrap();
+    assert_eq!(goaway_code(&mut s).await, Some(ENHANCE_YOUR_CALM));
+    others_are_served(&proxy).await;
+    // Only the good client's request reached the app.
+    assert_eq!(app.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let text = logs.text();
+    assert!(
+        text.contains("HTTP/2 connection closed with GOAWAY") && text.contains("ENHANCE_YOUR_CALM"),
+        "{text}"
+    );
+}
+
+/// A GET for `path` on `a.example`.
+fn get_path(path: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x87, 0x04, path.len() as u8];
+    b.extend_from_slice(path.as_bytes());
+    b.extend_from_slice(&[0x01, 9]);
+    b.extend_from_slice(b"a.example");
+    b
+}
+
+/// Reads frames until one of `kind` on `stream`; its first four payload bytes.
+async fn next_frame(s: &mut TcpStream, buf: &mut Vec<u8>, kind: u8, stream: u32) -> u32 {
+    let mut chunk = [0u8; 16384];
+    loop {
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            let found = (buf[3] == kind && id == stream).then(|| {
+                let p = &buf[9..9 + len];
+                u32::from_be_bytes([p[0], p[1], p[2], p[3]])
+            });
+            buf.drain(..9 + len);
+            if let Some(v) = found {
+                return v;
+            }
+        }
+        let n = within("frames", s.read(&mut chunk)).await.unwrap();
+        assert!(n > 0, "connection closed before the frame came");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn streams_beyond_h2_max_streams_are_refused_and_the_rest_served() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.h2_max_streams = 2;
+    let proxy = start_proxy(config).await;
+    let mut s = raw(proxy.tls, "198.51.100.203").await;
+    let mut buf = Vec::new();
+    // The server's SETTINGS first, so the limit has been announced.
+    next_frame(&mut s, &mut buf, SETTINGS, 0).await;
+    let mut three = Vec::new();
+    for id in [1u32, 3, 5] {
+        three.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            id,
+            &get_path("/slow"),
+        ));
+    }
+    s.write_all(&three).await.unwrap();
+    assert_eq!(
+        next_frame(&mut s, &mut buf, RST_STREAM, 5).await,
+        REFUSED_STREAM
+    );
+    others_are_served(&proxy).await;
+    // The two within the limit are answered (HEADERS with :status 200 is index 8 = 0x88).
+    for id in [1u32, 3] {
+        next_frame(&mut s, &mut buf, HEADERS, id).await;
+    }
+}
