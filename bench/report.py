@@ -49,9 +49,14 @@ rows = [
     ("keep-alive requests/s (64 conns)", "keepalive_rps", "≥ 1.25× HAProxy, ≥ 2.5× nginx"),
     ("keep-alive p50 latency (ms)", "p50", ""),
     ("keep-alive p99 latency (ms)", "p99", "≤ HAProxy"),
+    ("keep-alive, proxy CPU per request (µs)", "keepalive_cpu_us", "≤ HAProxy"),
     ("one request per connection, requests/s", "close_rps", "≥ HAProxy"),
+    ("one request per connection, proxy CPU per request (µs)", "close_cpu_us", "≤ HAProxy"),
+    ("HTTP/2 requests/s (h2load, 16 conns × 32 streams)", "h2_rps", "≥ HAProxy"),
+    ("HTTP/2, proxy CPU per request (µs)", "h2_cpu_us", "≤ HAProxy"),
     (f"memory per idle WebSocket (KiB, {hold} held)", "ws_kib_per_conn", "≤ 4 KiB"),
     ("WebSocket echo, 32 B messages/s (100 conns)", "ws_msgs_per_s", "≥ HAProxy"),
+    ("WebSocket echo, proxy CPU per message (µs)", "ws_cpu_us", "≤ HAProxy"),
     ("WebSocket echo, 64 KiB messages, MB/s (10 conns)", "ws_mb_per_s", "≥ HAProxy"),
     (f"download {int(stream) >> 20} MiB, seconds", "download_s", "≤ HAProxy"),
     (f"upload {int(stream) >> 20} MiB (chunked), seconds", "upload_s", "≤ HAProxy"),
@@ -66,7 +71,9 @@ def ratio(a, b):
 print("# Benchmark results\n")
 print(f"- date: {datetime.date.today()}; machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}")
 print("- every proxy sits between the same backend and HAProxy (TCP mode, send-proxy) playing the ELB;")
-print(f"  wrk {dur}s runs, best of {runs}; WebSocket memory with {hold} idle connections, each verified to echo at the end")
+print("- CPU per request is the proxy's own user+system time from /proc (nginx: master and workers) over a run,")
+print("  divided by the requests served in it; the median of the runs. nginx's seed config has no http2: HTTP/2 fails there")
+print(f"  wrk and h2load {dur}s runs, best of {runs}; WebSocket memory with {hold} idle connections, each verified to echo at the end")
 print(f"- rounds: {len(rounds)} (in each, every proxy in turn); the table gives each figure's median over the rounds")
 print("- produced by `bash bench/run.sh`\n")
 print("| figure | elb-ws-proxy | nginx (seed config) | HAProxy (HTTP mode) | ours ÷ nginx | ours ÷ HAProxy | target |")

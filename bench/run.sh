@@ -9,9 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-for tool in nginx haproxy wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install nginx haproxy wrk curl python3"; exit 1; }
+for tool in nginx haproxy wrk curl python3 h2load; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install nginx haproxy wrk curl python3 nghttp2-client"; exit 1; }
 done
+TICK=$(getconf CLK_TCK)
 
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
   DUR=1 RUNS=1 HOLD=200 STREAM=$((16 << 20)) ECHO_SECS=1 ROUNDS=1
@@ -34,6 +35,15 @@ sum_status() { # sum of a /proc/PID/status field (VmRSS, VmHWM) over pids, in Ki
   for p in "$@"; do v=$(awk -v f="$field:" '$1==f{print $2}' "/proc/$p/status" 2>/dev/null || echo 0); t=$((t + ${v:-0})); done
   echo "$t"
 }
+cpu_ticks() { # user+system clock ticks of the given pids, from /proc/PID/stat (fields 14, 15)
+  local t=0 v
+  for p in "$@"; do v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null || echo 0); t=$((t + ${v:-0})); done
+  echo "$t"
+}
+per_request_us() { # ticks, requests -> microseconds of the proxy's CPU per request
+  python3 -c "import sys; t, n = int(sys.argv[1]), int(sys.argv[2]); print(round(t * 1e6 / $TICK / n, 1) if n else 'failed')" "$1" "$2"
+}
+med() { python3 -c "import statistics, sys; v = [float(x) for x in sys.argv[1:] if x != 'failed']; print(statistics.median(v) if v else 'failed')" "$@"; }
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 stop() { [ -n "${1:-}" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
 
@@ -137,9 +147,14 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   wait_port $ELB
   curl -fsS "http://127.0.0.1:$ELB/" >/dev/null || { echo "$name: no answer through the ELB"; exit 1; }
 
-  best=0
+  # CPU per request: the proxy's own user+system time over a run, divided by what it served.
+  local procs t0 cpus n
+  best=0; cpus=()
   for _ in $(seq 1 "$RUNS"); do
+    mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
     wrk -t2 -c64 -d"${DUR}s" --latency "http://127.0.0.1:$ELB/" > "$out/wrk.txt"
+    n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
+    cpus+=("$(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")")
     r=$(awk '/Requests\/sec/{printf "%d", $2}' "$out/wrk.txt")
     if [ "$r" -gt "$best" ]; then
       best=$r
@@ -147,16 +162,41 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
     fi
   done
   echo "$name keepalive_rps $best" >> "$f"; echo "$name p50 $lat50" >> "$f"; echo "$name p99 $lat99" >> "$f"
+  echo "$name keepalive_cpu_us $(med "${cpus[@]}")" >> "$f"
 
-  best=0
+  best=0; cpus=()
   for _ in $(seq 1 "$RUNS"); do
-    r=$(wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "http://127.0.0.1:$ELB/" | awk '/Requests\/sec/{printf "%d", $2}')
+    mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
+    wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "http://127.0.0.1:$ELB/" > "$out/wrk.txt"
+    n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
+    cpus+=("$(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")")
+    r=$(awk '/Requests\/sec/{printf "%d", $2}' "$out/wrk.txt")
     [ "$r" -gt "$best" ] && best=$r
   done
   echo "$name close_rps $best" >> "$f"
+  echo "$name close_cpu_us $(med "${cpus[@]}")" >> "$f"
+
+  # HTTP/2 with prior knowledge after the PROXY header, as an NLB TLS listener with ALPN
+  # forwards it: many streams per connection. nginx's seed config has no http2 and answers 400.
+  best=0; cpus=()
+  for _ in $(seq 1 "$RUNS"); do
+    mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
+    h2load -c16 -m32 -t2 -D "$DUR" "http://127.0.0.1:$ELB/" > "$out/h2load.txt" 2>&1 || true
+    n=$(awk '/^requests:/{print $8}' "$out/h2load.txt"); n=${n:-0}
+    r=$(awk '/^finished in/{printf "%d", $4}' "$out/h2load.txt"); r=${r:-0}
+    if [ "$n" -gt 0 ] && [ "$(awk '/^requests:/{print $10}' "$out/h2load.txt")" = 0 ]; then
+      cpus+=("$(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")")
+      [ "$r" -gt "$best" ] && best=$r
+    fi
+  done
+  if [ "$best" -gt 0 ]; then
+    echo "$name h2_rps $best" >> "$f"; echo "$name h2_cpu_us $(med "${cpus[@]}")" >> "$f"
+  else
+    echo "$name h2_rps failed" >> "$f"; echo "$name h2_cpu_us failed" >> "$f"
+  fi
 
   # Memory per idle WebSocket: resident growth of the proxy's processes over HOLD connections.
-  local procs before after line
+  local before after line
   mapfile -t procs < <(pids_of "$proxy")
   before=$(sum_status VmRSS "${procs[@]}")
   coproc HOLDER { "$ws" hold "127.0.0.1:$ELB" "$HOLD"; }
@@ -170,8 +210,11 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   echo "$name ws_kib_per_conn $(python3 -c "print(round(($after - $before) / $HOLD, 2))")" >> "$f"
   echo "$name ws_verified ${line#verified }" >> "$f"
 
+  mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
   read -r _ msgs _ _ < <("$ws" echo "127.0.0.1:$ELB" 100 "$ECHO_SECS" 32)
   echo "$name ws_msgs_per_s $msgs" >> "$f"
+  # Each echoed message crosses the proxy twice; CPU per message echoed.
+  echo "$name ws_cpu_us $(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$(python3 -c "print(int(float('$msgs') * $ECHO_SECS))")")" >> "$f"
   read -r _ _ _ mbs < <("$ws" echo "127.0.0.1:$ELB" 10 "$ECHO_SECS" 65536)
   echo "$name ws_mb_per_s $mbs" >> "$f"
 
