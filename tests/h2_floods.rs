@@ -211,3 +211,113 @@ async fn streams_beyond_h2_max_streams_are_refused_and_the_rest_served() {
         next_frame(&mut s, &mut buf, HEADERS, id).await;
     }
 }
+
+const PING: u8 = 0x6;
+
+/// Control frames the server must answer (SETTINGS needs an ACK, PING a PONG), sent in a
+/// stream while never reading a byte: the answers cannot be written, so the server must stop
+/// reading (or give up on the connection) instead of queueing answers without bound.
+async fn control_flood(kind: u8) {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let (_guard, logs) = capture_logs();
+    let rss_kib = || {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4
+    };
+    let before = rss_kib();
+    let mut s = raw(proxy.tls, "198.51.100.204").await;
+    let one = match kind {
+        PING => frame(PING, 0, 0, &[7; 8]),
+        _ => frame(SETTINGS, 0, 0, &[0x00, 0x03, 0x00, 0x00, 0x00, 0x64]),
+    };
+    let burst: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 20_000)
+        .collect();
+    // Write for a while without reading: the server must stop reading once its answers
+    // cannot be written.
+    let mut sent = 0usize;
+    let mut stalled = false;
+    for _ in 0..50 {
+        match tokio::time::timeout(std::time::Duration::from_millis(200), s.write_all(&burst)).await
+        {
+            Ok(Ok(())) => sent += burst.len(),
+            Ok(Err(_)) => break,
+            Err(_) => {
+                stalled = true;
+                break;
+            }
+        }
+    }
+    // Seen here: the writes stall after about 4 MB (the socket buffers), every time.
+    assert!(
+        stalled,
+        "the server kept reading {sent} bytes of {} frames it could not answer",
+        if kind == PING { "PING" } else { "SETTINGS" }
+    );
+    others_are_served(&proxy).await;
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 64 * 1024, "memory grew by {grown} KiB");
+    drop(logs);
+}
+
+#[tokio::test]
+async fn a_ping_flood_that_never_reads_is_held_by_back_pressure() {
+    control_flood(PING).await;
+}
+
+#[tokio::test]
+async fn a_settings_flood_that_never_reads_is_held_by_back_pressure() {
+    control_flood(SETTINGS).await;
+}
+
+#[tokio::test]
+async fn an_h2_client_that_never_reads_holds_no_more_than_its_windows() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let rss_kib = || {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        statm
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 4
+    };
+    let before = rss_kib();
+    // Ten connections, each with ten 64 MiB downloads it never reads.
+    let mut held = Vec::new();
+    for c in 0..10u32 {
+        let mut s = raw(proxy.tls, &format!("198.51.100.{}", 210 + c)).await;
+        let mut streams = Vec::new();
+        for i in 0..10u32 {
+            streams.extend(frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                1 + 2 * i,
+                &get_path("/stream?67108864"),
+            ));
+        }
+        s.write_all(&streams).await.unwrap();
+        held.push(s);
+    }
+    eventually("every download reached the app", || {
+        let n = app.connections.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (n >= 100).then_some(()) }
+    })
+    .await;
+    others_are_served(&proxy).await;
+    // 100 × 64 MiB would be 6.4 GiB; the windows allow 1 MiB per connection plus send buffers.
+    let grown = rss_kib().saturating_sub(before);
+    assert!(grown < 200 * 1024, "memory grew by {grown} KiB");
+}
