@@ -334,3 +334,64 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
     assert!(after.is_err(), "{:?}", after.map(|r| r.status()));
     within("exit", proxy.stop()).await.unwrap();
 }
+
+/// An h2c app that refuses the second stream on every connection (RST_STREAM REFUSED_STREAM,
+/// as a server going away does) and answers the others with the connection's number.
+async fn refusing_h2_app() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                let mut streams = 0;
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    streams += 1;
+                    if streams == 2 {
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let resp = http::Response::new(());
+                    let mut body = respond.send_response(resp, false).unwrap();
+                    body.send_data(Bytes::from(format!("connection {n}")), true)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn a_refused_idempotent_request_is_sent_once_more_on_a_new_h2c_connection() {
+    let (app, conns) = refusing_h2_app().await;
+    let mut config = config_for(app);
+    config.destination_protocol = DestinationProtocol::H2c;
+    let proxy = start_proxy(config).await;
+    let mut c = h2_client(proxy.tls, &v1("203.0.113.57", 443)).await;
+    let get = || req(Method::GET, "https://a.example/x", b"");
+    let (status, text, _) = collect(c.send_request(get()).await.unwrap()).await;
+    assert_eq!((status.as_u16(), text.as_str()), (200, "connection 1"));
+    // The second stream on connection 1 is refused; the GET goes again on connection 2.
+    let (status, text, _) = collect(c.send_request(get()).await.unwrap()).await;
+    assert_eq!((status.as_u16(), text.as_str()), (200, "connection 2"));
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A POST is not idempotent: refused, it is not sent again.
+    let (status, _, _) = collect(
+        c.send_request(req(Method::POST, "https://a.example/x", b"body"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status.as_u16(), 502);
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

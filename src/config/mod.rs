@@ -388,6 +388,46 @@ mod tests {
     }
 
     #[test]
+    fn nlb_and_http2_settings_parse_with_their_defaults() {
+        let d = with(&[]).unwrap();
+        assert_eq!(d.tcp_keepalive, Some(Duration::from_secs(60)));
+        assert_eq!(
+            d.vpc_endpoint_header.as_ref().map(|h| h.as_str()),
+            Some("x-amzn-vpce-id")
+        );
+        assert!(d.allowed_vpc_endpoints.is_empty());
+        assert!(!d.log_health_checks);
+        assert_eq!(d.destination_protocol, DestinationProtocol::Http1);
+        assert_eq!(d.h2_max_streams, 100);
+        let c = with(&[
+            ("TCP_KEEPALIVE", "0"),
+            ("VPC_ENDPOINT_HEADER", ""),
+            (
+                "ALLOWED_VPC_ENDPOINTS",
+                "vpce-0a1b2c3d4e5f60718, vpce-11112222333344445",
+            ),
+            ("LOG_HEALTH_CHECKS", "true"),
+            ("DESTINATION_PROTOCOL", "H2C"),
+            ("H2_MAX_STREAMS", "250"),
+        ])
+        .unwrap();
+        assert_eq!(c.tcp_keepalive, None);
+        assert_eq!(c.vpc_endpoint_header, None, "empty means: do not send it");
+        assert_eq!(
+            c.allowed_vpc_endpoints,
+            ["vpce-0a1b2c3d4e5f60718", "vpce-11112222333344445"]
+        );
+        assert!(c.log_health_checks);
+        assert_eq!(c.destination_protocol, DestinationProtocol::H2c);
+        assert_eq!(c.h2_max_streams, 250);
+        let named = with(&[("VPC_ENDPOINT_HEADER", "X-Tenant-Endpoint")]).unwrap();
+        assert_eq!(
+            named.vpc_endpoint_header.as_ref().map(|h| h.as_str()),
+            Some("x-tenant-endpoint")
+        );
+    }
+
+    #[test]
     fn every_parsed_variable_is_documented() {
         let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
         for field in [
