@@ -32,12 +32,8 @@ pub(crate) async fn run(
     client_addr: SocketAddr,
     pending: PendingUpgrade,
 ) {
-    let (client, upstream) = match (pending.client.await, pending.upstream.await) {
-        (Ok(c), Ok(u)) => (c, u),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(client = %client_addr, error = %e, "upgrade did not complete");
-            return;
-        }
+    let Some((client, upstream)) = both_sides(pending, client_addr).await else {
+        return;
     };
     let (Ok(client), Ok(upstream)) = (
         client.downcast::<TokioIo<ClientIo>>(),
@@ -64,18 +60,37 @@ pub(crate) async fn run(
         idle_timeout,
     )
     .await;
-    metrics.tunnel_closed();
     let (up, down, why) = match &result {
         Ok((up, down)) => (*up, *down, "closed".to_owned()),
         Err((up, down, e)) => (*up, *down, e.to_string()),
     };
-    metrics.client_bytes(up, down);
+    ended(metrics, client_addr, started, (up, down), &why);
+}
+
+/// Both upgraded connections, once hyper has let go of them; `None` (logged) if either failed.
+async fn both_sides(
+    pending: PendingUpgrade,
+    client_addr: SocketAddr,
+) -> Option<(hyper::upgrade::Upgraded, hyper::upgrade::Upgraded)> {
+    match (pending.client.await, pending.upstream.await) {
+        (Ok(c), Ok(u)) => Some((c, u)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(client = %client_addr, error = %e, "upgrade did not complete");
+            None
+        }
+    }
+}
+
+/// Counts and logs the end of a tunnel: `bytes` to the app and to the client, and why.
+fn ended(metrics: &Metrics, client: SocketAddr, started: Instant, bytes: (u64, u64), why: &str) {
+    metrics.tunnel_closed();
+    metrics.client_bytes(bytes.0, bytes.1);
     tracing::info!(
-        client = %client_addr,
-        bytes_to_app = up,
-        bytes_to_client = down,
+        client = %client,
+        bytes_to_app = bytes.0,
+        bytes_to_client = bytes.1,
         seconds = started.elapsed().as_secs_f64(),
-        end = why.as_str(),
+        end = why,
         "tunnel ended"
     );
 }
@@ -219,12 +234,8 @@ pub(crate) async fn join_upgraded(
     client_addr: SocketAddr,
     pending: PendingUpgrade,
 ) {
-    let (client, upstream) = match (pending.client.await, pending.upstream.await) {
-        (Ok(c), Ok(u)) => (c, u),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(client = %client_addr, error = %e, "upgrade did not complete");
-            return;
-        }
+    let Some((client, upstream)) = both_sides(pending, client_addr).await else {
+        return;
     };
     let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut client = Active::new(TokioIo::new(client), activity.clone());
@@ -239,20 +250,11 @@ pub(crate) async fn join_upgraded(
             () = idle_for(limit, &activity) => Err(io::Error::new(io::ErrorKind::TimedOut, "idle for WEBSOCKET_IDLE_TIMEOUT")),
         },
     };
-    metrics.tunnel_closed();
-    let (up, down, why) = match &result {
-        Ok((up, down)) => (*up, *down, "closed".to_owned()),
-        Err(e) => (0, 0, e.to_string()),
+    let (bytes, why) = match &result {
+        Ok(bytes) => (*bytes, "closed".to_owned()),
+        Err(e) => ((0, 0), e.to_string()),
     };
-    metrics.client_bytes(up, down);
-    tracing::info!(
-        client = %client_addr,
-        bytes_to_app = up,
-        bytes_to_client = down,
-        seconds = started.elapsed().as_secs_f64(),
-        end = why.as_str(),
-        "tunnel ended"
-    );
+    ended(metrics, client_addr, started, bytes, &why);
 }
 
 /// Resolves once `activity` has not moved for `limit`.

@@ -221,16 +221,6 @@ async fn control_flood(kind: u8) {
     let app = start_app().await;
     let proxy = start_proxy(config_for(app.addr)).await;
     let (_guard, logs) = capture_logs();
-    let rss_kib = || {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4
-    };
     let before = rss_kib();
     let mut s = raw(proxy.tls, "198.51.100.204").await;
     let one = match kind {
@@ -284,16 +274,6 @@ async fn a_settings_flood_that_never_reads_is_held_by_back_pressure() {
 async fn an_h2_client_that_never_reads_holds_no_more_than_its_windows() {
     let app = start_app().await;
     let proxy = start_proxy(config_for(app.addr)).await;
-    let rss_kib = || {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4
-    };
     let before = rss_kib();
     // Ten connections, each with ten 64 MiB downloads it never reads.
     let mut held = Vec::new();

@@ -466,16 +466,6 @@ async fn floods_of_garbage_and_half_open_sockets_leave_others_served() {
 async fn clients_that_never_read_do_not_stop_others() {
     let app = start_app().await;
     let proxy = start_proxy(config_for(app.addr)).await;
-    let rss_kib = || {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        statm
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-            * 4
-    };
     let before = rss_kib();
     let mut stuck = Vec::new();
     for i in 0..20 {

@@ -96,6 +96,18 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// This process's resident memory in KiB (tests that bound what the proxy holds).
+pub fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 4
+}
+
 /// Polls `check` until it yields a value, at most `WAIT`: for state that another task or
 /// process changes and that has no event to wait on (a metric, a counter, a log line).
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -135,6 +147,11 @@ pub async fn start_app() -> App {
 }
 
 pub async fn start_app_on(listener: TcpListener) -> App {
+    serve_app(listener, false).await
+}
+
+/// The test app on `listener`, over HTTP/1.1 (with upgrades) or h2c.
+async fn serve_app(listener: TcpListener, h2c: bool) -> App {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(AtomicUsize::new(0));
@@ -149,10 +166,18 @@ pub async fn start_app_on(listener: TcpListener) -> App {
             let guard = Arc::new(OpenGuard(still_open.clone()));
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| app(req, peer, guard.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .with_upgrades()
-                    .await;
+                let io = TokioIo::new(stream);
+                if h2c {
+                    let exec = hyper_util::rt::TokioExecutor::new();
+                    let _ = hyper::server::conn::http2::Builder::new(exec)
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .with_upgrades()
+                        .await;
+                }
             });
         }
     });
@@ -166,34 +191,7 @@ pub async fn start_app_on(listener: TcpListener) -> App {
 
 /// An h2c app (HTTP/2 with prior knowledge), answering with the same routes.
 pub async fn start_h2_app() -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let open = Arc::new(AtomicUsize::new(0));
-    let (counter, still_open) = (connections.clone(), open.clone());
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                return;
-            };
-            counter.fetch_add(1, Ordering::SeqCst);
-            still_open.fetch_add(1, Ordering::SeqCst);
-            let guard = Arc::new(OpenGuard(still_open.clone()));
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| app(req, peer, guard.clone()));
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-            });
-        }
-    });
-    App {
-        addr,
-        connections,
-        open,
-        task,
-    }
+    serve_app(TcpListener::bind("127.0.0.1:0").await.unwrap(), true).await
 }
 
 /// An HTTP/2 client (prior knowledge) on a connection that starts with `header`.
