@@ -16,11 +16,11 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -36,7 +36,7 @@ use crate::preface::Prefixed;
 use crate::request_head::log_refusal;
 use crate::shared::Shared;
 use crate::shutdown::Watch;
-use crate::{h2c_path, health, logging, redirect, rules, tunnel};
+use crate::{h2_websocket, h2c_path, health, logging, redirect, rules};
 
 /// Flow-control window per stream: what a client that never reads can make the proxy hold.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -46,6 +46,9 @@ const CONNECTION_WINDOW: u32 = 1024 * 1024;
 const SEND_BUFFER: usize = 256 * 1024;
 /// Streams a client may open and reset before the server has seen them (CVE-2023-44487).
 const PENDING_RESETS: usize = 20;
+/// After a GOAWAY for an expired clock, how long a client has to let the connection go (the
+/// graceful GOAWAY waits for a PING round trip that a silent client never makes).
+const GOAWAY_GRACE: Duration = Duration::from_secs(2);
 /// Streams the proxy may reset for a client's errors before it sends GOAWAY.
 const LOCAL_ERROR_RESETS: usize = 256;
 
@@ -89,6 +92,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     let first = tokio::time::Instant::now() + config.request_header_timeout;
     let mut sleep = pin!(tokio::time::sleep_until(first));
     let mut graceful = false;
+    let mut expired = false;
     let client = ctx.forwarding.client;
     let ended = poll_fn(|cx| {
         if hard_stop.poll_set(cx) {
@@ -102,7 +106,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
-        if !graceful {
+        if expired {
+            // The GOAWAY's grace is over: close whatever the client still holds open.
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+        } else if !graceful {
             let deadline = if !started.load(Ordering::Relaxed) {
                 Some(first)
             } else {
@@ -119,6 +128,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
                     }
                     conn.as_mut().graceful_shutdown();
                     graceful = true;
+                    expired = true;
+                    sleep.as_mut().reset(tokio::time::Instant::now() + GOAWAY_GRACE);
                     cx.waker().wake_by_ref();
                 }
             }
@@ -245,7 +256,7 @@ async fn to_app(
     };
     let (rules, authority) = (&checked.rules, checked.authority.as_str());
     if rules.upgrade.is_some() {
-        return websocket(shared, &sctx, route, rules, authority, req).await;
+        return h2_websocket::forward(shared, &sctx, route, rules, authority, req).await;
     }
     if config.destination_protocol != DestinationProtocol::Http1 {
         return h2c_path::forward(route, &shared.h2_upstream, rules, authority, req).await;
@@ -268,80 +279,6 @@ async fn drive<F: Future>(shared: &Shared, sctx: &ConnCtx, fut: F) -> F::Output 
         out
     })
     .await
-}
-
-/// RFC 8441: the extended CONNECT becomes the HTTP/1.1 handshake the app expects; on its
-/// `101` the client gets `200` and the stream is joined to the app's connection.
-async fn websocket(
-    shared: &Arc<Shared>,
-    sctx: &Arc<ConnCtx>,
-    route: Route<'_>,
-    rules: &rules::RequestRules,
-    authority: &str,
-    mut req: Request<Incoming>,
-) -> Response<Body> {
-    *req.method_mut() = Method::GET;
-    let headers = req.headers_mut();
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, host);
-    }
-    headers.insert(header::SEC_WEBSOCKET_KEY, websocket_key());
-    let resp = hyper_path::forward_upgrade(route, rules, req).await;
-    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return resp;
-    }
-    let (mut parts, body) = resp.into_parts();
-    parts.status = StatusCode::OK;
-    for name in [
-        header::UPGRADE,
-        header::CONNECTION,
-        header::SEC_WEBSOCKET_ACCEPT,
-    ] {
-        parts.headers.remove(name);
-    }
-    if let Some(pending) = sctx.take_upgrade() {
-        let (shared, client) = (shared.clone(), sctx.forwarding.client);
-        shared.tasks.clone().spawn(async move {
-            let idle = shared.config.websocket_idle_timeout;
-            tokio::select! {
-                _ = tunnel::join_upgraded(&shared.metrics, idle, client, pending) => {}
-                _ = shared.drain.hard_stop.cancelled() => {
-                    tracing::info!(%client, "closing tunnel at the shutdown deadline");
-                }
-            }
-        });
-    }
-    Response::from_parts(parts, body)
-}
-
-/// A fresh `Sec-WebSocket-Key`: 16 bytes that need only be unpredictable enough to tell
-/// handshakes apart (RFC 6455 §4.1), in base64.
-fn websocket_key() -> HeaderValue {
-    use std::hash::{BuildHasher, Hasher};
-    let state = std::collections::hash_map::RandomState::new();
-    let mut bytes = [0u8; 16];
-    for (i, half) in bytes.chunks_mut(8).enumerate() {
-        let mut h = state.build_hasher();
-        h.write_usize(i);
-        h.write_u128(Instant::now().elapsed().as_nanos());
-        half.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(24);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | (u32::from(b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    HeaderValue::from_str(&out).expect("base64 is a valid header value")
 }
 
 /// Removes what HTTP/2 forbids from an answer built for HTTP/1.1 (`Connection`, framing).

@@ -21,6 +21,7 @@ pub mod descriptors;
 mod error;
 mod forwarding;
 mod h2_server;
+mod h2_websocket;
 mod h2c_path;
 pub mod health;
 mod hyper_path;

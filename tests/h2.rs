@@ -324,6 +324,9 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
         async move { (n >= 1).then_some(()) }
     })
     .await;
+    // One connection and one stream open while the slow request is in flight.
+    assert_eq!(metric(&proxy, "elb_ws_proxy_h2_connections_open"), 1.0);
+    assert_eq!(metric(&proxy, "elb_ws_proxy_h2_streams_open"), 1.0);
     proxy.signal();
     let (status, text, _) = within("in-flight stream", slow).await.unwrap();
     assert_eq!(status, 200, "{text}");
@@ -332,7 +335,11 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
         .send_request(req(Method::GET, "https://a.example/x", b""))
         .await;
     assert!(after.is_err(), "{:?}", after.map(|r| r.status()));
+    let metrics = proxy.proxy_metrics.clone();
     within("exit", proxy.stop()).await.unwrap();
+    let m = metrics.render();
+    assert!(m.contains("elb_ws_proxy_h2_connections_open 0\n"), "{m}");
+    assert!(m.contains("elb_ws_proxy_h2_streams_open 0\n"), "{m}");
 }
 
 /// An h2c app that refuses the second stream on every connection (RST_STREAM REFUSED_STREAM,
@@ -394,4 +401,77 @@ async fn a_refused_idempotent_request_is_sent_once_more_on_a_new_h2c_connection(
     .await;
     assert_eq!(status.as_u16(), 502);
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_h2_clocks_first_headers_then_idle() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.request_header_timeout = Duration::from_millis(300);
+    config.keepalive_timeout = Duration::from_millis(700);
+    let proxy = start_proxy(config).await;
+    let (_guard, logs) = capture_logs();
+    // A preface and nothing else: GOAWAY at REQUEST_HEADER_TIMEOUT, with a warning.
+    let mut s = tokio::net::TcpStream::connect(proxy.tls).await.unwrap();
+    let mut hello = v1("203.0.113.58", 443);
+    hello.extend_from_slice(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0");
+    tokio::io::AsyncWriteExt::write_all(&mut s, &hello)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    within(
+        "closed",
+        tokio::io::AsyncReadExt::read_to_end(&mut s, &mut rest),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    // GOAWAY at 300 ms, then the 2 s grace a client that never answers the PING runs out.
+    assert!(
+        took >= Duration::from_millis(2200) && took < Duration::from_millis(4000),
+        "{took:?}"
+    );
+    let mut kinds = Vec::new();
+    let mut at = 0;
+    while at + 9 <= rest.len() {
+        let len = (usize::from(rest[at]) << 16)
+            | (usize::from(rest[at + 1]) << 8)
+            | usize::from(rest[at + 2]);
+        kinds.push(rest[at + 3]);
+        at += 9 + len;
+    }
+    assert!(kinds.contains(&0x7), "a GOAWAY frame was sent: {kinds:?}");
+    assert!(logs
+        .text()
+        .contains("no HTTP/2 request within REQUEST_HEADER_TIMEOUT"));
+    // After a request, a connection with no open stream lasts KEEPALIVE_TIMEOUT.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.tls).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, &v1("203.0.113.58", 443))
+        .await
+        .unwrap();
+    let (mut c, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let (status, _, _) = collect(
+        c.send_request(req(Method::GET, "https://a.example/x", b""))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let idle_from = std::time::Instant::now();
+    within("idle connection closed", conn)
+        .await
+        .unwrap()
+        .unwrap();
+    let idle = idle_from.elapsed();
+    assert!(
+        idle >= Duration::from_millis(600) && idle < Duration::from_millis(2500),
+        "{idle:?}"
+    );
 }
