@@ -33,6 +33,16 @@ pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(4096)
 }
 
+/// Binds a client-facing listener whose accepted sockets get `TCP_NODELAY` and `keepalive`.
+pub(crate) fn bind_for_clients(
+    addr: SocketAddr,
+    keepalive: Option<std::time::Duration>,
+) -> io::Result<TcpListener> {
+    let listener = bind(addr)?;
+    sockets::configure_listener(&listener, keepalive)?;
+    Ok(listener)
+}
+
 /// Accepts on both listeners until the drain stops it; each connection runs in its own
 /// tracked task.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, plain: TcpListener, tls: TcpListener) {
@@ -52,8 +62,10 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, plain: TcpListener, tls: Tc
         };
         match accepted {
             Ok((stream, peer)) => {
-                if let Err(e) = sockets::configure(&stream, shared.config.tcp_keepalive) {
-                    tracing::debug!(%peer, error = %e, "could not set socket options");
+                if !sockets::INHERITED {
+                    if let Err(e) = sockets::configure(&stream, shared.config.tcp_keepalive) {
+                        tracing::debug!(%peer, error = %e, "could not set socket options");
+                    }
                 }
                 shared.tasks.spawn(connection::serve(
                     shared.clone(),

@@ -70,7 +70,7 @@ impl Proxy {
         let upstream = Upstream::new(&config, resolver, exhaustion.clone());
         let bind = |port: u16, var: &str| {
             let addr = SocketAddr::new(config.listen_address, port);
-            listener::bind(addr).map_err(|e| {
+            listener::bind_for_clients(addr, config.tcp_keepalive).map_err(|e| {
                 io::Error::new(e.kind(), format!("{var}: cannot listen on {addr}: {e}"))
             })
         };

@@ -324,6 +324,7 @@ async fn keepalive_is_set_on_both_sockets_of_a_tunnel() {
             let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
             let sock = socket2::SockRef::from(&fd);
             assert_eq!(sock.keepalive().unwrap(), setting.is_some(), "{side}");
+            assert!(sock.tcp_nodelay().unwrap(), "{side}");
             if let Some(idle) = setting {
                 assert_eq!(sock.tcp_keepalive_time().unwrap(), idle, "{side}");
                 assert_eq!(
