@@ -85,14 +85,12 @@ fn prepare_head(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let authority: Authority = authority.parse().map_err(|_| "invalid host\n")?;
-    let mut uri = Uri::builder()
+    parts.uri = Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
-        .path_and_query(path);
-    if parts.method == http::Method::OPTIONS && parts.uri.path() == "*" {
-        uri = uri.path_and_query("*");
-    }
-    parts.uri = uri.build().map_err(|_| "invalid request target\n")?;
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "invalid request target\n")?;
     parts.version = Version::HTTP_2;
     Ok(())
 }

@@ -52,7 +52,7 @@ pub(crate) async fn read_until_known(
     head: Duration,
 ) -> Result<Protocol, Silence> {
     loop {
-        if let Some(p) = (!buf.is_empty()).then(|| detect(buf)).flatten() {
+        if let Some(p) = detect(buf) {
             return Ok(p);
         }
         let limit = if buf.is_empty() { idle } else { head };

@@ -42,13 +42,6 @@ fn line<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-fn metric(proxy: &Running, series: &str) -> f64 {
-    let m = proxy.proxy_metrics.render();
-    m.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from\n{m}"))
-}
-
 /// Forwarding, Host and bodies through each destination protocol to the matching app.
 async fn forwards_like_http1(dest: DestinationProtocol, app: &App, h2_app: bool) {
     let mut config = config_for(app.addr);
@@ -100,10 +93,7 @@ async fn forwards_like_http1(dest: DestinationProtocol, app: &App, h2_app: bool)
     .await;
     assert_eq!((status, text.len()), (StatusCode::OK, 3_000_000));
     assert_eq!(
-        metric(
-            &proxy,
-            "elb_ws_proxy_requests_total{protocol=\"h2\",class=\"2xx\"}"
-        ),
+        proxy.metric("elb_ws_proxy_requests_total{protocol=\"h2\",class=\"2xx\"}"),
         3.0
     );
     let text = logs.text();
@@ -180,11 +170,7 @@ async fn auto_sends_each_client_over_its_own_protocol() {
         &[v1("203.0.113.52", 443), get("/x", "")].concat(),
     )
     .await;
-    assert_eq!(status_of(&resp), 502, "{resp}");
-}
-
-fn status_of(resp: &str) -> u16 {
-    status(resp)
+    assert_eq!(common::status(&resp), 502, "{resp}");
 }
 
 #[tokio::test]
@@ -308,7 +294,7 @@ async fn websockets_over_h2_reach_an_http1_app() {
     ws.send(Message::text("over h2")).await.unwrap();
     let back = within("echo", ws.next()).await.unwrap().unwrap();
     assert_eq!(back.into_text().unwrap().as_str(), "over h2");
-    assert_eq!(metric(&proxy, "elb_ws_proxy_websocket_tunnels_open"), 1.0);
+    assert_eq!(proxy.metric("elb_ws_proxy_websocket_tunnels_open"), 1.0);
 }
 
 #[tokio::test]
@@ -325,8 +311,8 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
     })
     .await;
     // One connection and one stream open while the slow request is in flight.
-    assert_eq!(metric(&proxy, "elb_ws_proxy_h2_connections_open"), 1.0);
-    assert_eq!(metric(&proxy, "elb_ws_proxy_h2_streams_open"), 1.0);
+    assert_eq!(proxy.metric("elb_ws_proxy_h2_connections_open"), 1.0);
+    assert_eq!(proxy.metric("elb_ws_proxy_h2_streams_open"), 1.0);
     proxy.signal();
     let (status, text, _) = within("in-flight stream", slow).await.unwrap();
     assert_eq!(status, 200, "{text}");

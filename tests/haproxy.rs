@@ -27,6 +27,27 @@ async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
 /// id), which the proxy must skip.
 const V2_WITH_TLVS: &str = "send-proxy-v2 proxy-v2-options crc32c,unique-id";
 
+/// Runs curl (at most 10 s) and returns what it printed; fails the test if curl failed.
+async fn curl(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(&args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl must be installed");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {}{printed}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    printed
+}
+
 async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
@@ -73,20 +94,7 @@ async fn through_balancer(send_proxy: &str) {
 
     // curl, an outside client, through the same chain.
     let url = format!("http://{}/curl?q=1", elb.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args(["-sS", "--max-time", "10", "--interface", "127.0.0.3", &url])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("curl must be installed");
-    let body = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let body = curl(&["--interface", "127.0.0.3", &url]).await;
     assert!(body.starts_with("GET /curl?q=1\n"), "{body}");
     assert!(body.contains("x-forwarded-for: 127.0.0.3\n"), "{body}");
     assert!(body.contains("user-agent: curl/"), "{body}");
@@ -117,27 +125,17 @@ async fn haproxy_in_front_of_the_plain_port_redirects() {
     let proxy = start_proxy(config_for(app.addr)).await;
     let elb = haproxy(proxy.plain, "send-proxy").await;
     let url = format!("http://{}/some/path?x=1", elb.addr);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code} %{redirect_url}",
-                "-H",
-                "Host: Shop.Example.com:80",
-                &url,
-            ])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "301 https://shop.example.com/some/path?x=1"
-    );
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: Shop.Example.com:80",
+        &url,
+    ])
+    .await;
+    assert_eq!(out, "301 https://shop.example.com/some/path?x=1");
 }
 
 /// A self-signed certificate and key in one PEM file, as HAProxy's `crt` takes it.
@@ -176,35 +174,18 @@ async fn haproxy_tls_listener_with_alpn_h2_and_curl() {
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let url = format!("https://localhost:{}/over-tls?v={version}", elb.addr.port());
         let resolve = format!("localhost:{}:127.0.0.1", elb.addr.port());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("curl")
-                .args([
-                    "-sS",
-                    "-k",
-                    flag,
-                    "--max-time",
-                    "10",
-                    "--interface",
-                    "127.0.0.4",
-                ])
-                .args([
-                    "--resolve",
-                    &resolve,
-                    "-w",
-                    "\nversion=%{http_version}",
-                    &url,
-                ])
-                .output()
-        })
-        .await
-        .unwrap()
-        .expect("curl must be installed");
-        let body = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{body}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let body = curl(&[
+            "-k",
+            flag,
+            "--interface",
+            "127.0.0.4",
+            "--resolve",
+            &resolve,
+            "-w",
+            "\nversion=%{http_version}",
+            &url,
+        ])
+        .await;
         assert!(body.ends_with(&format!("version={version}")), "{body}");
         assert!(
             body.starts_with(&format!("GET /over-tls?v={version}\n")),

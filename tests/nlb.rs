@@ -12,13 +12,6 @@ use common::*;
 
 const ID: &str = "vpce-08d2bf15fac5001c9";
 
-fn count(proxy: &Running, series: &str) -> f64 {
-    let m = proxy.proxy_metrics.render();
-    m.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{series} missing from\n{m}"))
-}
-
 #[test]
 fn the_stand_ins_crc32c_matches_the_standard_check_value() {
     assert_eq!(nlb::crc32c(b"123456789"), 0xE306_9283);
@@ -59,10 +52,7 @@ async fn the_header_clock_starts_at_its_first_byte() {
     assert!(rest.is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(
-        count(
-            &proxy,
-            "elb_ws_proxy_connections_refused_total{reason=\"proxy_header_timeout\"}"
-        ),
+        proxy.metric("elb_ws_proxy_connections_refused_total{reason=\"proxy_header_timeout\"}"),
         1.0
     );
     assert!(
@@ -93,10 +83,7 @@ async fn a_connection_that_never_speaks_is_closed_quietly_at_keepalive_timeout()
         "closed after {took:?}, not at KEEPALIVE_TIMEOUT"
     );
     assert_eq!(
-        count(
-            &proxy,
-            "elb_ws_proxy_connections_refused_total{reason=\"idle_before_header\"}"
-        ),
+        proxy.metric("elb_ws_proxy_connections_refused_total{reason=\"idle_before_header\"}"),
         1.0
     );
     let text = logs.text();
@@ -133,7 +120,7 @@ async fn health_checks_and_probes_make_no_noise() {
     })
     .await;
     assert_eq!(
-        count(&proxy, "elb_ws_proxy_health_checks_total{status=\"200\"}"),
+        proxy.metric("elb_ws_proxy_health_checks_total{status=\"200\"}"),
         5.0
     );
     // A real request still gets its access line; a bad header still warns.
@@ -250,10 +237,7 @@ async fn the_allow_list_lets_the_listed_endpoint_through_and_refuses_others() {
         "nothing forwarded"
     );
     assert_eq!(
-        count(
-            &proxy,
-            "elb_ws_proxy_connections_refused_total{reason=\"vpc_endpoint_not_allowed\"}"
-        ),
+        proxy.metric("elb_ws_proxy_connections_refused_total{reason=\"vpc_endpoint_not_allowed\"}"),
         2.0
     );
     let text = logs.text();

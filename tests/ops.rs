@@ -11,17 +11,6 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use common::*;
 
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_endpoint_counts_what_happened() {
     let app = start_app().await;

@@ -96,6 +96,13 @@ pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// The value of one series in a Prometheus text exposition.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{series} missing from\n{text}"))
+}
+
 /// This process's resident memory in KiB (tests that bound what the proxy holds).
 pub fn rss_kib() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -430,6 +437,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// One series of the running proxy's metrics.
+    pub fn metric(&self, series: &str) -> f64 {
+        metric(&self.proxy_metrics.render(), series)
+    }
+
     /// Sends the shutdown signal (as SIGTERM would).
     pub fn signal(&mut self) {
         if let Some(stop) = self.stop.take() {
