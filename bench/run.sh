@@ -176,25 +176,6 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   echo "$name close_rps $best" >> "$f"
   echo "$name close_cpu_us $(med "${cpus[@]}")" >> "$f"
 
-  # HTTP/2 with prior knowledge after the PROXY header, as an NLB TLS listener with ALPN
-  # forwards it: many streams per connection. nginx's seed config has no http2 and answers 400.
-  best=0; cpus=()
-  for _ in $(seq 1 "$RUNS"); do
-    mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
-    h2load -c16 -m32 -t2 -D "$DUR" "http://127.0.0.1:$ELB/" > "$out/h2load.txt" 2>&1 || true
-    n=$(awk '/^requests:/{print $8}' "$out/h2load.txt"); n=${n:-0}
-    r=$(awk '/^finished in/{printf "%d", $4}' "$out/h2load.txt"); r=${r:-0}
-    if [ "$n" -gt 0 ] && [ "$(awk '/^requests:/{print $10}' "$out/h2load.txt")" = 0 ]; then
-      cpus+=("$(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")")
-      [ "$r" -gt "$best" ] && best=$r
-    fi
-  done
-  if [ "$best" -gt 0 ]; then
-    echo "$name h2_rps $best" >> "$f"; echo "$name h2_cpu_us $(med "${cpus[@]}")" >> "$f"
-  else
-    echo "$name h2_rps failed" >> "$f"; echo "$name h2_cpu_us failed" >> "$f"
-  fi
-
   # Memory per idle WebSocket: resident growth of the proxy's processes over HOLD connections.
   local before after line
   mapfile -t procs < <(pids_of "$proxy")
@@ -217,6 +198,26 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   echo "$name ws_cpu_us $(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$(python3 -c "print(int(float('$msgs') * $ECHO_SECS))")")" >> "$f"
   read -r _ _ _ mbs < <("$ws" echo "127.0.0.1:$ELB" 10 "$ECHO_SECS" 65536)
   echo "$name ws_mb_per_s $mbs" >> "$f"
+
+  # HTTP/2 (after the WebSocket memory figure: its buffers would be in that baseline) with
+  # prior knowledge after the PROXY header, as an NLB TLS listener with ALPN
+  # forwards it: many streams per connection. nginx's seed config has no http2 and answers 400.
+  best=0; cpus=()
+  for _ in $(seq 1 "$RUNS"); do
+    mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
+    h2load -c16 -m32 -t2 -D "$DUR" "http://127.0.0.1:$ELB/" > "$out/h2load.txt" 2>&1 || true
+    n=$(awk '/^requests:/{print $8}' "$out/h2load.txt"); n=${n:-0}
+    r=$(awk '/^finished in/{printf "%d", $4}' "$out/h2load.txt"); r=${r:-0}
+    if [ "$n" -gt 0 ] && [ "$(awk '/^requests:/{print $10}' "$out/h2load.txt")" = 0 ]; then
+      cpus+=("$(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")")
+      [ "$r" -gt "$best" ] && best=$r
+    fi
+  done
+  if [ "$best" -gt 0 ]; then
+    echo "$name h2_rps $best" >> "$f"; echo "$name h2_cpu_us $(med "${cpus[@]}")" >> "$f"
+  else
+    echo "$name h2_rps failed" >> "$f"; echo "$name h2_cpu_us failed" >> "$f"
+  fi
 
   # Streaming, on a fresh proxy so its peak memory is this phase's alone.
   stop "$elb"; stop "$proxy"; sleep 0.3
