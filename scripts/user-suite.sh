@@ -31,7 +31,7 @@ mkdir -p "$home/.cargo"
 [ -d "$HOME/.cargo/registry" ] && cp -r "$HOME/.cargo/registry" "$home/.cargo/"
 chown -R "$user:" "$home"
 
-cmd=$(sed -n 's/^ *\(cargo test[^`]*\)$/\1/p' README.md | head -n 1)
+cmd=$(sed -n 's/^ *\(cargo test[^`]*\)$/\1/p' README.md | sed -n 1p)
 [ -n "$cmd" ] || { echo "README names no test command" >&2; exit 1; }
 echo "as $user, PATH without haproxy and curl: $cmd"
 runuser -u "$user" -- env -i HOME="$home" CARGO_HOME="$home/.cargo" \
