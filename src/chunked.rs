@@ -30,11 +30,34 @@ impl Chunked {
     /// are settled body bytes and whether the body ended there. Bytes past the settled ones
     /// that were not taken are the start of a line not yet whole: pass them again, with more.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
+        self.scan(bytes, false)
+    }
+
+    /// Decodes instead of passing through, for a client that frames bodies itself (HTTP/2):
+    /// `(skip, data, done)` says the first `skip` bytes are framing, the `data` bytes after
+    /// them are body, and whether the body ended. Call again with what follows.
+    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<(usize, usize, bool), &'static str> {
+        let (skip, done) = self.scan(bytes, true)?;
+        if let Chunked::Data(left) = *self {
+            let data = left.min((bytes.len() - skip) as u64);
+            *self = if data == left {
+                Chunked::DataEnd
+            } else {
+                Chunked::Data(left - data)
+            };
+            return Ok((skip, data as usize, false));
+        }
+        Ok((skip, 0, done))
+    }
+
+    /// Reads framing and, unless `stop_at_data`, chunk data too.
+    fn scan(&mut self, bytes: &[u8], stop_at_data: bool) -> Result<(usize, bool), &'static str> {
         let mut i = 0;
         loop {
             let rest = &bytes[i..];
             match *self {
                 Chunked::Done => return Ok((i, true)),
+                Chunked::Data(_) if stop_at_data => return Ok((i, false)),
                 Chunked::Data(left) => {
                     let take = left.min(rest.len() as u64);
                     i += take as usize;
@@ -152,6 +175,38 @@ mod tests {
         assert_eq!(scan(&next, next.len()), Ok((body.len(), true)));
         assert_eq!(scan(b"0\r\n\r\n", 1), Ok((5, true)));
         assert_eq!(scan(b"A\r\n0123456789\r\n", 3), Ok((15, false)));
+    }
+
+    /// Decodes `body` fed in pieces of `step` bytes: the data, and whether it ended.
+    fn decode(body: &[u8], step: usize) -> Result<(Vec<u8>, bool), &'static str> {
+        let mut state = Chunked::default();
+        let (mut data, mut pending) = (Vec::new(), Vec::new());
+        for piece in body.chunks(step) {
+            pending.extend_from_slice(piece);
+            loop {
+                let (skip, n, done) = state.decode(&pending)?;
+                data.extend_from_slice(&pending[skip..skip + n]);
+                pending.drain(..skip + n);
+                if done {
+                    return Ok((data, true));
+                }
+                if skip + n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok((data, false))
+    }
+
+    #[test]
+    fn decoding_yields_the_chunk_data_alone_in_any_split() {
+        let body = b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Sum: 1\r\n\r\n";
+        for step in 1..=body.len() {
+            let want = b"helloabcdefghijklmnopqrstuvwxyz".to_vec();
+            assert_eq!(decode(body, step), Ok((want, true)), "step {step}");
+        }
+        assert_eq!(decode(b"A\r\n01234", 3), Ok((b"01234".to_vec(), false)));
+        assert!(decode(b"5\r\nhelloX\r\n", 4).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
+use http_body_util::Either;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
@@ -31,12 +32,14 @@ use crate::body::{self, Body};
 use crate::config::{Config, DestinationProtocol};
 use crate::conn_state::{ConnCtx, Port, Tracked};
 use crate::error::ErrorChain;
+use crate::h2_to_h1::AppBody;
 use crate::hyper_path::{self, Route};
 use crate::preface::Prefixed;
 use crate::request_head::log_refusal;
+use crate::rules::BodyLength;
 use crate::shared::Shared;
 use crate::shutdown::Watch;
-use crate::{h2_websocket, h2c_path, health, logging, redirect, rules};
+use crate::{h2_to_h1, h2_websocket, h2c_path, health, logging, redirect, rules};
 
 /// Flow-control window per stream: what a client that never reads can make the proxy hold.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -175,10 +178,11 @@ async fn stream(
     shared.metrics.h2_stream(1);
     // Ends the stream's accounting however it ends, a reset before the answer included.
     let mut out = StreamBody {
-        inner: Tracked {
+        _tracked: Tracked {
             inner: body::empty(),
             ctx: ctx.clone(),
         },
+        body: Either::Left(body::empty()),
         driven: None,
         shared: shared.clone(),
     };
@@ -188,9 +192,9 @@ async fn stream(
     let ping = rules::is_ping(method.as_str(), &path);
     let mut upstream = false;
     let resp = if ping {
-        health::answer(shared.drain.is_draining())
+        health::answer(shared.drain.is_draining()).map(Either::Left)
     } else if ctx.port == Port::Plain {
-        redirect::answer(&req)
+        redirect::answer(&req).map(Either::Left)
     } else {
         upstream = true;
         to_app(&shared, &ctx, req, &mut out.driven).await
@@ -212,8 +216,8 @@ async fn stream(
             upstream,
         );
     }
-    Ok(resp.map(|inner| {
-        out.inner.inner = inner;
+    Ok(resp.map(|body| {
+        out.body = body;
         out
     }))
 }
@@ -224,7 +228,7 @@ async fn to_app(
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
     driven: &mut Option<Arc<ConnCtx>>,
-) -> Response<Body> {
+) -> Response<Either<Body, AppBody>> {
     let config = &shared.config;
     let protocol = req.extensions().get::<hyper::ext::Protocol>();
     let fields = req
@@ -243,9 +247,17 @@ async fn to_app(
         Ok(c) => c,
         Err(refusal) => {
             log_refusal(&ctx.forwarding, &refusal);
-            return body::text(refusal.status, refusal.reason);
+            return body::text(refusal.status, refusal.reason).map(Either::Left);
         }
     };
+    let (rules, authority) = (&checked.rules, checked.authority.as_str());
+    let http1 = config.destination_protocol == DestinationProtocol::Http1;
+    if http1 && rules.upgrade.is_none() && rules.body == BodyLength::None {
+        return match h2_to_h1::forward(shared, &ctx.forwarding, rules, authority, &req).await {
+            Ok(resp) => resp.map(Either::Right),
+            Err(answer) => answer.map(Either::Left),
+        };
+    }
     // Each stream drives its own upstream link: streams run in tasks of their own.
     let sctx = Arc::new(ConnCtx::new(ctx.forwarding.clone(), ctx.port, false));
     let route = Route {
@@ -254,19 +266,27 @@ async fn to_app(
         config,
         ctx: &sctx,
     };
-    let (rules, authority) = (&checked.rules, checked.authority.as_str());
     if rules.upgrade.is_some() {
-        return h2_websocket::forward(shared, &sctx, route, rules, authority, req).await;
+        let resp = h2_websocket::forward(shared, &sctx, route, rules, authority, req).await;
+        return resp.map(Either::Left);
     }
-    if config.destination_protocol != DestinationProtocol::Http1 {
-        return h2c_path::forward(route, &shared.h2_upstream, rules, authority, req).await;
+    if !http1 {
+        let resp = h2c_path::forward(route, &shared.h2_upstream, rules, authority, req).await;
+        return resp.map(Either::Left);
     }
+    let headers = req.headers_mut();
     if let Ok(host) = HeaderValue::from_str(authority) {
-        req.headers_mut().insert(header::HOST, host);
+        headers.insert(header::HOST, host);
+    }
+    let fields = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+    if let Some(joined) = rules::joined_cookies(fields) {
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+            headers.insert(header::COOKIE, value);
+        }
     }
     let resp = drive(shared, &sctx, hyper_path::forward(route, rules, req)).await;
     *driven = Some(sctx);
-    resp
+    resp.map(Either::Left)
 }
 
 /// Runs `fut` while moving the stream's upstream link along, as a connection task does.
@@ -282,7 +302,7 @@ async fn drive<F: Future>(shared: &Shared, sctx: &ConnCtx, fut: F) -> F::Output 
 }
 
 /// Removes what HTTP/2 forbids from an answer built for HTTP/1.1 (`Connection`, framing).
-fn for_h2(mut resp: Response<Body>) -> Response<Body> {
+fn for_h2<B>(mut resp: Response<B>) -> Response<B> {
     let headers = resp.headers_mut();
     for name in [
         header::CONNECTION,
@@ -298,7 +318,10 @@ fn for_h2(mut resp: Response<Body>) -> Response<Body> {
 /// A stream's response body: counted while open, and driving the stream's upstream link when
 /// it came from the app over HTTP/1.1; the link goes back to the pool when the body is done.
 struct StreamBody {
-    inner: Tracked,
+    /// Counts the stream as a request in progress until the body is done.
+    _tracked: Tracked,
+    /// The proxy's answer, the app's body through hyper, or the app's body read here.
+    body: Either<Body, AppBody>,
     driven: Option<Arc<ConnCtx>>,
     shared: Arc<Shared>,
 }
@@ -324,14 +347,14 @@ impl HttpBody for StreamBody {
         if let Some(sctx) = &this.driven {
             sctx.upstream.poll(cx, &this.shared.upstream, true);
         }
-        Pin::new(&mut this.inner).poll_frame(cx)
+        Pin::new(&mut this.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.body.size_hint()
     }
 }

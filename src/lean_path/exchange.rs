@@ -1,6 +1,6 @@
-//! One exchange on the lean path: the request head to the app (on a pooled connection, or a
-//! fresh one), its response head judged by [`rules::check_response`] and rewritten, and the
-//! body copied to the client as it arrives.
+//! One exchange on the lean path: the request head to the app and its judged response head
+//! back ([`h1_exchange`]), that head rewritten for the client, and the body copied to the
+//! client as it arrives.
 
 use std::io::{self, IoSlice};
 
@@ -12,11 +12,10 @@ use tokio::net::TcpStream;
 use super::{until, Client, Counts, Plan};
 use crate::chunked::Chunked;
 use crate::error::UpstreamError;
-use crate::request_head::{self, MAX_HEADERS};
-use crate::rules::{self, Framing, ResponseKind};
+use crate::h1_exchange::{self, Judged};
+use crate::request_head;
+use crate::rules::Framing;
 
-/// The largest response head accepted from the app.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How much of a response body is read from the app at a time.
 const COPY_CHUNK: usize = 64 * 1024;
 
@@ -31,45 +30,21 @@ struct Reply {
     close: bool,
 }
 
-/// What the app's buffered bytes hold.
-enum ReplyHead {
-    Reply(Reply),
-    /// A `1xx` to skip, of this many bytes.
-    Informational(usize),
-    Partial,
-}
-
-/// Parses the app's response head, judges it by the rules, and writes the client's into `out`.
-fn parse_response(
-    ubuf: &[u8],
-    plan: &Plan,
-    draining: bool,
-    out: &mut Vec<u8>,
-) -> Result<ReplyHead, &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head_len = match resp.parse(ubuf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if ubuf.len() < MAX_RESPONSE_HEAD => {
-            return Ok(ReplyHead::Partial)
-        }
-        Ok(httparse::Status::Partial) => return Err("response head too large"),
-        Err(_) => return Err("malformed response head"),
-    };
-    let code = resp.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code).map_err(|_| "invalid response status")?;
-    let fields = resp.headers.iter().map(|h| (h.name, h.value));
-    let r = match rules::check_response(code, resp.version == Some(1), &plan.rules, fields)? {
-        ResponseKind::Final(r) => r,
-        ResponseKind::Informational => return Ok(ReplyHead::Informational(head_len)),
-        ResponseKind::Switching => return Err("101 on the lean path"),
-    };
+/// Writes the client's response head for the app's judged one into `out`.
+fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8>) -> Reply {
+    let Judged {
+        status,
+        reason,
+        fields,
+        rules: r,
+        head_len,
+    } = judged;
     let close = plan.rules.close || draining || r.framing == Framing::Close;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    match resp.reason {
+    match reason {
         Some(reason) if !reason.is_empty() => out.extend_from_slice(reason.as_bytes()),
         _ => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
     }
@@ -80,7 +55,7 @@ fn parse_response(
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     };
-    for h in resp.headers.iter().filter(|h| r.forwards(h.name)) {
+    for h in fields.iter().filter(|h| r.forwards(h.name)) {
         field(h.name.as_bytes(), h.value);
     }
     if let Some(n) = r.content_length {
@@ -93,30 +68,12 @@ fn parse_response(
         field(b"connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-    Ok(ReplyHead::Reply(Reply {
+    Reply {
         status,
         head_len,
         framing: r.framing,
         reusable: r.reusable,
         close,
-    }))
-}
-
-/// Why an exchange with the app failed before the client got any of the response.
-struct Failed {
-    kind: UpstreamError,
-    why: String,
-    /// Nothing came back: a pooled connection the app had already closed.
-    silent: bool,
-}
-
-impl Failed {
-    fn reset(why: impl ToString, silent: bool) -> Self {
-        Failed {
-            kind: UpstreamError::Reset,
-            why: why.to_string(),
-            silent,
-        }
     }
 }
 
@@ -132,42 +89,10 @@ pub(super) async fn exchange(
 ) -> Result<(StatusCode, bool), &'static str> {
     let env = conn.env;
     let upstream = env.upstream;
-    let asking = async {
-        let mut fresh_only = false;
-        loop {
-            let pooled = if fresh_only {
-                None
-            } else {
-                upstream.checkout_plain()
-            };
-            let reused = pooled.is_some();
-            let mut app = match pooled {
-                Some(stream) => stream,
-                None => upstream.connect().await.map_err(|e| Failed {
-                    kind: UpstreamError::Connect,
-                    why: e.to_string(),
-                    silent: false,
-                })?,
-            };
-            ubuf.clear();
-            let draining = env.drain.stop_accepting.is_set();
-            match ask(&mut app, head, plan, ubuf, draining, out).await {
-                Ok(reply) => return Ok((app, reply)),
-                Err(f)
-                    if f.silent
-                        && rules::retry_on_fresh_connection(
-                            reused,
-                            false,
-                            plan.rules.idempotent,
-                        ) =>
-                {
-                    tracing::debug!(error = %f.why, "pooled upstream connection was closed; sending on a new one");
-                    fresh_only = true;
-                }
-                Err(f) => return Err(f),
-            }
-        }
-    };
+    let draining = env.drain.stop_accepting.is_set();
+    let asking = h1_exchange::exchange(upstream, head, &plan.rules, ubuf, |judged| {
+        client_head(judged, plan, draining, out)
+    });
     let deadline = tokio::time::Instant::now() + upstream.response_timeout;
     let (mut app, reply) = match until(&mut conn.timer, deadline, asking).await {
         Some(Ok(found)) => found,
@@ -192,44 +117,6 @@ pub(super) async fn exchange(
         upstream.put_plain(app);
     }
     Ok((reply.status, reply.close))
-}
-
-/// Writes the request to the app and reads its response head (skipping any `1xx`).
-async fn ask(
-    app: &mut TcpStream,
-    head: &[u8],
-    plan: &Plan,
-    ubuf: &mut BytesMut,
-    draining: bool,
-    out: &mut Vec<u8>,
-) -> Result<Reply, Failed> {
-    app.write_all(head)
-        .await
-        .map_err(|e| Failed::reset(e, true))?;
-    let mut received = false;
-    loop {
-        if !ubuf.is_empty() {
-            match parse_response(ubuf, plan, draining, out).map_err(|e| Failed::reset(e, false))? {
-                ReplyHead::Reply(reply) => return Ok(reply),
-                ReplyHead::Informational(n) => {
-                    ubuf.advance(n);
-                    continue;
-                }
-                ReplyHead::Partial => {}
-            }
-        }
-        ubuf.reserve(4096);
-        match app.read_buf(ubuf).await {
-            Ok(0) => {
-                return Err(Failed::reset(
-                    "the app closed the connection before answering",
-                    !received,
-                ))
-            }
-            Ok(_) => received = true,
-            Err(e) => return Err(Failed::reset(e, !received)),
-        }
-    }
 }
 
 /// Sends the response head and body to the client as the body arrives. `Ok(true)` when the

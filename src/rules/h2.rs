@@ -104,9 +104,42 @@ pub(crate) fn check_h2_request<'h>(
     })
 }
 
+/// HTTP/2 lets a client split `cookie` into several fields (RFC 9113 §8.2.3), which an
+/// HTTP/1.1 app must get as one, joined with `"; "`. `Some` only when there is more than one.
+pub(crate) fn joined_cookies<'h>(
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+) -> Option<Vec<u8>> {
+    let mut cookies = headers.filter(|(name, _)| name.eq_ignore_ascii_case("cookie"));
+    let (_, first) = cookies.next()?;
+    let (_, second) = cookies.next()?;
+    let mut joined = [first, b"; ", second].concat();
+    for (_, more) in cookies {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(more);
+    }
+    Some(joined)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_cookies_are_joined_for_http1() {
+        let h = |v: &'static [(&'static str, &'static str)]| {
+            joined_cookies(v.iter().map(|(n, v)| (*n, v.as_bytes())))
+        };
+        assert_eq!(h(&[("cookie", "a=1"), ("accept", "*/*")]), None);
+        assert_eq!(
+            h(&[
+                ("cookie", "a=1"),
+                ("x", "y"),
+                ("cookie", "b=2"),
+                ("cookie", "c=3")
+            ]),
+            Some(b"a=1; b=2; c=3".to_vec())
+        );
+    }
 
     fn check(
         method: &str,

@@ -9,9 +9,9 @@ mod h2;
 mod request;
 mod response;
 
-pub(crate) use h2::check_h2_request;
+pub(crate) use h2::{check_h2_request, joined_cookies};
 pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
-pub(crate) use response::{check_response, Framing, ResponseKind};
+pub(crate) use response::{check_response, Framing, ResponseKind, ResponseRules};
 
 use crate::forwarding::Forwarding;
 
