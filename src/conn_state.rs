@@ -113,7 +113,9 @@ impl ConnCtx {
         self.head_started.store(0, Ordering::Relaxed);
     }
 
-    fn request_finished(&self) {
+    /// The end of a request: its response body is done or dropped ([`Tracked`], or an HTTP/2
+    /// stream's body).
+    pub(crate) fn request_finished(&self) {
         self.idle_since.store(clock(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }

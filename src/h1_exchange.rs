@@ -13,6 +13,14 @@ use crate::request_head::MAX_HEADERS;
 use crate::rules::{self, RequestRules, ResponseKind, ResponseRules};
 use crate::upstream::Upstream;
 
+/// Appends one `name: value` header line to a head being written.
+pub(crate) fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The largest response head accepted from the app.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
 use crate::config::{Config, DestinationProtocol};
-use crate::conn_state::{ConnCtx, Port, Tracked};
+use crate::conn_state::{ConnCtx, Port};
 use crate::error::ErrorChain;
 use crate::h2_to_h1::AppBody;
 use crate::hyper_path::{self, Route};
@@ -178,10 +178,7 @@ async fn stream(
     shared.metrics.h2_stream(1);
     // Ends the stream's accounting however it ends, a reset before the answer included.
     let mut out = StreamBody {
-        _tracked: Tracked {
-            inner: body::empty(),
-            ctx: ctx.clone(),
-        },
+        ctx: ctx.clone(),
         body: Either::Left(body::empty()),
         driven: None,
         shared: shared.clone(),
@@ -318,8 +315,8 @@ fn for_h2<B>(mut resp: Response<B>) -> Response<B> {
 /// A stream's response body: counted while open, and driving the stream's upstream link when
 /// it came from the app over HTTP/1.1; the link goes back to the pool when the body is done.
 struct StreamBody {
-    /// Counts the stream as a request in progress until the body is done.
-    _tracked: Tracked,
+    /// The client connection, on which the stream is a request in progress until dropped.
+    ctx: Arc<ConnCtx>,
     /// The proxy's answer, the app's body through hyper, or the app's body read here.
     body: Either<Body, AppBody>,
     driven: Option<Arc<ConnCtx>>,
@@ -332,6 +329,7 @@ impl Drop for StreamBody {
             sctx.upstream.release(&self.shared.upstream);
         }
         self.shared.metrics.h2_stream(-1);
+        self.ctx.request_finished();
     }
 }
 

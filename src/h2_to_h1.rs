@@ -85,12 +85,7 @@ fn write_head<B>(
     for part in [req.method().as_str(), " ", target, " HTTP/1.1\r\n"] {
         out.extend_from_slice(part.as_bytes());
     }
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
+    let mut field = |name: &[u8], value: &[u8]| h1_exchange::write_field(out, name, value);
     let fields = || {
         req.headers()
             .iter()

@@ -49,12 +49,7 @@ fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8
         _ => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
     }
     out.extend_from_slice(b"\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    };
+    let mut field = |name: &[u8], value: &[u8]| h1_exchange::write_field(out, name, value);
     for h in fields.iter().filter(|h| r.forwards(h.name)) {
         field(h.name.as_bytes(), h.value);
     }

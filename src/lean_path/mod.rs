@@ -26,6 +26,7 @@ use tokio::time::Sleep;
 use crate::config::Config;
 use crate::conn_state::ConnCtx;
 use crate::forwarding::Forwarding;
+use crate::h1_exchange;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::request_head::{self, Head, HeadLimits, MAX_HEADERS};
@@ -271,10 +272,7 @@ fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Ve
         .headers()
         .map(|(name, value)| (name.as_str(), value.as_bytes()));
     for (name, value) in forwarded.chain(own) {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        h1_exchange::write_field(out, name.as_bytes(), value);
     }
     out.extend_from_slice(b"\r\n");
     let at = |s: &str| {
