@@ -25,13 +25,14 @@ use http_body_util::Either;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::body::{self, Body};
 use crate::config::{Config, DestinationProtocol};
 use crate::conn_state::{ConnCtx, Port};
 use crate::error::ErrorChain;
+use crate::h2_streams::{Inbox, Streams};
 use crate::h2_to_h1::AppBody;
 use crate::hyper_path::{self, Route};
 use crate::preface::Prefixed;
@@ -55,9 +56,9 @@ const GOAWAY_GRACE: Duration = Duration::from_secs(2);
 /// Streams the proxy may reset for a client's errors before it sends GOAWAY.
 const LOCAL_ERROR_RESETS: usize = 256;
 
-/// hyper's HTTP/2 server settings, built once from the configuration.
-pub(crate) fn builder(config: &Config) -> http2::Builder<TokioExecutor> {
-    let mut b = http2::Builder::new(TokioExecutor::new());
+/// hyper's HTTP/2 server settings for one connection, whose streams `exec` takes.
+fn builder(config: &Config, exec: Inbox) -> http2::Builder<Inbox> {
+    let mut b = http2::Builder::new(exec);
     b.timer(TokioTimer::new())
         .max_concurrent_streams(config.h2_max_streams)
         .initial_stream_window_size(STREAM_WINDOW)
@@ -86,8 +87,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
             stream(shared.clone(), ctx.clone(), req)
         })
     };
-    let mut conn = pin!(shared.h2.serve_connection(TokioIo::new(io), svc));
     let config = &shared.config;
+    let mut streams = Streams::default();
+    let h2 = builder(config, streams.executor());
+    let mut conn = pin!(h2.serve_connection(TokioIo::new(io), svc));
     let mut stop = Watch::new(&shared.drain.stop_accepting);
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
     // REQUEST_HEADER_TIMEOUT: for the first stream's headers; KEEPALIVE_TIMEOUT: while no
@@ -106,9 +109,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
             conn.as_mut().graceful_shutdown();
             graceful = true;
         }
+        streams.poll_running(cx);
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
+        streams.poll(cx);
         if expired {
             // The GOAWAY's grace is over: close whatever the client still holds open.
             if sleep.as_mut().poll(cx).is_ready() {

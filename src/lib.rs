@@ -22,6 +22,7 @@ mod error;
 mod forwarding;
 mod h1_exchange;
 mod h2_server;
+mod h2_streams;
 mod h2_to_h1;
 mod h2_websocket;
 mod h2c_path;

@@ -18,7 +18,7 @@ use crate::shared::Shared;
 use crate::shutdown::Drain;
 use crate::upstream::{system_resolver, Resolver, Upstream};
 use crate::upstream_h2::H2Upstream;
-use crate::{h2_server, listener, metrics, metrics_listener};
+use crate::{listener, metrics, metrics_listener};
 
 /// Raises the descriptor limit as far as allowed, and returns the connection cap it can hold:
 /// `wanted`, or less with one warning that gives both numbers.
@@ -105,7 +105,6 @@ impl Proxy {
             drain: Drain::default(),
             metrics: counters,
             http,
-            h2: h2_server::builder(&config),
             h2_upstream: H2Upstream::default(),
             tasks: TaskTracker::new(),
             exhaustion,

@@ -27,8 +27,6 @@ pub(crate) struct Shared {
     pub(crate) limiter: Arc<Semaphore>,
     /// hyper's HTTP/1.1 server settings, built once.
     pub(crate) http: hyper::server::conn::http1::Builder,
-    /// hyper's HTTP/2 server settings, built once.
-    pub(crate) h2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
     /// The shared connection to an h2c app (`DESTINATION_PROTOCOL` `h2c` or `auto`).
     pub(crate) h2_upstream: H2Upstream,
     /// What reading a request head needs: `MAX_HEADER_BYTES`, `UPGRADE_PROTOCOLS`.
