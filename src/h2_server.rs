@@ -7,8 +7,8 @@
 //!
 //! What bounds a connection: `H2_MAX_STREAMS` concurrent streams, fixed flow-control windows
 //! (so a client that never reads holds at most a window per stream), `MAX_HEADER_BYTES` for
-//! the header list, and h2's limits on reset streams (rapid reset), CONTINUATION frames and
-//! SETTINGS/PING acknowledgements; a client that trips one gets GOAWAY and a warning.
+//! the header list, h2's limits on reset streams (rapid reset) and CONTINUATION frames, and
+//! `h2_guard`'s on PING and SETTINGS floods; a client that trips one gets GOAWAY and a warning.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -32,6 +32,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, DestinationProtocol};
 use crate::conn_state::{ConnCtx, Port};
 use crate::error::ErrorChain;
+use crate::h2_guard::{Guarded, Verdict, CONTROL_FRAMES_PER_SECOND};
 use crate::h2_streams::{Inbox, Streams};
 use crate::h2_to_h1::AppBody;
 use crate::hyper_path::{self, Route};
@@ -90,7 +91,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     let config = &shared.config;
     let mut streams = Streams::default();
     let h2 = builder(config, streams.executor());
-    let mut conn = pin!(h2.serve_connection(TokioIo::new(io), svc));
+    let verdict = Arc::new(Verdict::default());
+    let io = TokioIo::new(Guarded::new(io, verdict.clone()));
+    let mut conn = pin!(h2.serve_connection(io, svc));
     let mut stop = Watch::new(&shared.drain.stop_accepting);
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
     // REQUEST_HEADER_TIMEOUT: for the first stream's headers; KEEPALIVE_TIMEOUT: while no
@@ -99,6 +102,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     let mut sleep = pin!(tokio::time::sleep_until(first));
     let mut graceful = false;
     let mut expired = false;
+    let mut flooded = false;
     let client = ctx.forwarding.client;
     let ended = poll_fn(|cx| {
         if hard_stop.poll_set(cx) {
@@ -114,6 +118,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
             return Poll::Ready(result);
         }
         streams.poll(cx);
+        if !flooded {
+            if let Some(kind) = verdict.flood() {
+                // The guard has the GOAWAY ready; h2's next write sends it.
+                tracing::warn!(%client, reason = "ENHANCE_YOUR_CALM", "HTTP/2 connection closed with GOAWAY: {kind} flood, more than {CONTROL_FRAMES_PER_SECOND} in a second");
+                flooded = true;
+                conn.as_mut().graceful_shutdown();
+                (graceful, expired) = (true, true);
+                sleep.as_mut().reset(tokio::time::Instant::now() + GOAWAY_GRACE);
+                cx.waker().wake_by_ref();
+            }
+        }
         if expired {
             // The GOAWAY's grace is over: close whatever the client still holds open.
             if sleep.as_mut().poll(cx).is_ready() {
@@ -145,8 +160,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
         Poll::Pending
     })
     .await;
-    if let Err(e) = ended {
-        report(client, &e);
+    match ended {
+        Err(e) if !flooded => report(client, &e),
+        _ => {}
     }
 }
 

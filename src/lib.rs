@@ -21,6 +21,7 @@ pub mod descriptors;
 mod error;
 mod forwarding;
 mod h1_exchange;
+mod h2_guard;
 mod h2_server;
 mod h2_streams;
 mod h2_to_h1;

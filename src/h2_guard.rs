@@ -1,0 +1,392 @@
+//! Watches the frames of an HTTP/2 client connection for the floods h2 leaves unbounded: PING
+//! and SETTINGS frames, each of which obliges the server to answer (CVE-2019-9512, -9515).
+//!
+//! h2 answers every one and only stops reading when its answers cannot be written, so a
+//! client that floods and reads the answers costs the proxy a frame for a frame, for ever.
+//! This layer sits between hyper and the socket, reads only the 9-byte frame headers going
+//! by, and counts those frames. More than [`CONTROL_FRAMES_PER_SECOND`] of one kind within a
+//! second is a flood: the client is told GOAWAY `ENHANCE_YOUR_CALM` (with the last stream id
+//! it opened), nothing more it sends is processed, and the connection task closes the
+//! connection shortly after. The GOAWAY is written at a frame boundary of what h2 was
+//! sending, so the client sees well-formed frames up to it. A gRPC keepalive or BDP ping, or
+//! a browser's, comes nowhere near the limit.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// More PING (or SETTINGS) frames than this within a second end the connection.
+pub(crate) const CONTROL_FRAMES_PER_SECOND: u32 = 1000;
+
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const HEADERS: u8 = 0x1;
+const ACK: u8 = 0x1;
+/// RFC 9113 §7.
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+/// The client's connection preface, which precedes its first frame.
+const PREFACE_LEN: usize = 24;
+/// What a flooding client's further bytes are read and dropped in, per poll.
+const DISCARD_PER_POLL: usize = 64 * 1024;
+
+/// Which flood a connection was cut off for, shared with the connection task.
+#[derive(Default)]
+pub(crate) struct Verdict(AtomicU8);
+
+impl Verdict {
+    /// The kind of frame that flooded (`"PING"` or `"SETTINGS"`), once one has.
+    pub(crate) fn flood(&self) -> Option<&'static str> {
+        match self.0.load(Ordering::Relaxed) {
+            PING => Some("PING"),
+            SETTINGS => Some("SETTINGS"),
+            _ => None,
+        }
+    }
+}
+
+/// Where a byte stream of frames stands: inside a frame's payload, or in a frame header.
+#[derive(Default)]
+struct Cursor {
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// The frame header read so far.
+    header: [u8; 9],
+    /// How much of `header` has arrived.
+    header_len: usize,
+}
+
+impl Cursor {
+    /// Walks `bytes`, handing each complete frame header (type, flags, stream id) to `seen`.
+    fn walk(&mut self, mut bytes: &[u8], mut seen: impl FnMut(u8, u8, u32)) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (9 - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == 9 {
+                let h = &self.header;
+                self.payload_left =
+                    usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
+                self.header_len = 0;
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                seen(h[3], h[4], stream);
+            }
+        }
+    }
+
+    /// Bytes until the next point where the walk knows more: the end of the current payload
+    /// or header; 0 at a frame boundary.
+    fn to_boundary(&self) -> usize {
+        if self.payload_left > 0 {
+            self.payload_left
+        } else if self.header_len > 0 {
+            9 - self.header_len
+        } else {
+            0
+        }
+    }
+}
+
+/// Control frames of one kind within the current second.
+#[derive(Default)]
+struct Rate {
+    since: Option<Instant>,
+    count: u32,
+}
+
+impl Rate {
+    /// Counts one frame; true when that makes a flood.
+    fn count(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => self.count += 1,
+            _ => (self.since, self.count) = (Some(now), 1),
+        }
+        self.count > CONTROL_FRAMES_PER_SECOND
+    }
+}
+
+/// The client connection as hyper's HTTP/2 server sees it.
+pub(crate) struct Guarded<T> {
+    inner: T,
+    /// Frames from the client; it starts with the connection preface.
+    inbound: Cursor,
+    /// Frames to the client, for writing the GOAWAY between two of them.
+    outbound: Cursor,
+    pings: Rate,
+    settings: Rate,
+    /// The highest stream the client opened, for the GOAWAY.
+    last_stream: u32,
+    /// The GOAWAY, once a flood is found.
+    goaway: Option<GoAway>,
+    verdict: Arc<Verdict>,
+}
+
+impl<T> Guarded<T> {
+    /// Wraps a connection whose first bytes are the client's preface.
+    pub(crate) fn new(inner: T, verdict: Arc<Verdict>) -> Self {
+        Guarded {
+            inner,
+            inbound: Cursor {
+                payload_left: PREFACE_LEN,
+                ..Cursor::default()
+            },
+            outbound: Cursor::default(),
+            pings: Rate::default(),
+            settings: Rate::default(),
+            last_stream: 0,
+            goaway: None,
+            verdict,
+        }
+    }
+
+    /// Counts the frames in bytes just read; on a flood, prepares the GOAWAY.
+    fn inspect(&mut self, bytes: &[u8]) {
+        let (pings, settings, last) = (&mut self.pings, &mut self.settings, &mut self.last_stream);
+        let mut flood = 0;
+        self.inbound.walk(bytes, |kind, flags, stream| {
+            let rate = match kind {
+                PING if flags & ACK == 0 => &mut *pings,
+                SETTINGS if flags & ACK == 0 => &mut *settings,
+                HEADERS => {
+                    *last = (*last).max(stream);
+                    return;
+                }
+                _ => return,
+            };
+            if flood == 0 && rate.count(Instant::now()) {
+                flood = kind;
+            }
+        });
+        if flood != 0 && self.goaway.is_none() {
+            self.verdict.0.store(flood, Ordering::Relaxed);
+            self.goaway = Some(GoAway {
+                frame: goaway(self.last_stream, flood),
+                written: 0,
+                closed: false,
+            });
+        }
+    }
+}
+
+/// GOAWAY `ENHANCE_YOUR_CALM` naming the flood in its debug data.
+fn goaway(last_stream: u32, flood: u8) -> Vec<u8> {
+    let debug: &[u8] = if flood == PING {
+        b"PING flood"
+    } else {
+        b"SETTINGS flood"
+    };
+    let len = 8 + debug.len();
+    let mut f = Vec::with_capacity(9 + len);
+    f.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    f.extend_from_slice(&[0x7, 0]);
+    f.extend_from_slice(&0u32.to_be_bytes());
+    f.extend_from_slice(&last_stream.to_be_bytes());
+    f.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+    f.extend_from_slice(debug);
+    f
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> Guarded<T> {
+    /// After a flood: reads and drops what the client still sends, so that closing the
+    /// socket sends a FIN after the GOAWAY rather than a reset that could destroy it. The
+    /// end of the client's bytes is passed on, so h2 ends the connection then.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut scratch = [0u8; 8192];
+        let mut dropped = 0;
+        while dropped < DISCARD_PER_POLL {
+            let mut rb = ReadBuf::new(&mut scratch);
+            ready!(Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            dropped += rb.filled().len();
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// After a flood: finishes the frame in flight, writes the GOAWAY and a FIN, then
+    /// swallows whatever h2 still writes.
+    fn poll_write_flooded(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let boundary = self.outbound.to_boundary();
+        if boundary > 0 {
+            let part = &buf[..boundary.min(buf.len())];
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, part))?;
+            self.outbound.walk(&buf[..n], |_, _, _| {});
+            return Poll::Ready(Ok(n));
+        }
+        if let Some(goaway) = &mut self.goaway {
+            while goaway.written < goaway.frame.len() {
+                let rest = &goaway.frame[goaway.written..];
+                goaway.written += ready!(Pin::new(&mut self.inner).poll_write(cx, rest))?;
+            }
+            if !goaway.closed {
+                ready!(Pin::new(&mut self.inner).poll_shutdown(cx))?;
+                goaway.closed = true;
+            }
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// The GOAWAY for a flood and how far it has gone out.
+struct GoAway {
+    frame: Vec<u8>,
+    written: usize,
+    /// The FIN after it is sent.
+    closed: bool,
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.goaway.is_some() {
+            return this.poll_discard(cx);
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        this.inspect(&buf.filled()[before..]);
+        if this.goaway.is_some() {
+            // Nothing from the flood reaches h2; the GOAWAY goes out with its next write.
+            buf.set_filled(before);
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.goaway.is_some() {
+            return this.poll_write_flooded(cx, buf);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
+        this.outbound.walk(&buf[..n], |_, _, _| {});
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.goaway.is_some() {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return this.poll_write_flooded(cx, first);
+        }
+        let n = ready!(Pin::new(&mut this.inner).poll_write_vectored(cx, bufs))?;
+        let mut left = n;
+        for b in bufs {
+            let take = left.min(b.len());
+            this.outbound.walk(&b[..take], |_, _, _| {});
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.goaway.as_ref().is_some_and(|g| g.closed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.goaway.as_ref().is_some_and(|g| g.closed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend_from_slice(&[kind, flags]);
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn the_cursor_finds_every_frame_header_however_the_bytes_are_split() {
+        let mut stream = crate::preface::PREFACE.to_vec();
+        stream.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        stream.extend(frame(HEADERS, 0x5, 1, &[0x82; 20]));
+        stream.extend(frame(PING, ACK, 0, &[1; 8]));
+        let want = vec![(SETTINGS, 0, 0), (HEADERS, 0x5, 1), (PING, ACK, 0)];
+        for split in 0..=stream.len() {
+            let mut c = Cursor {
+                payload_left: PREFACE_LEN,
+                ..Cursor::default()
+            };
+            let mut seen = Vec::new();
+            c.walk(&stream[..split], |k, f, s| seen.push((k, f, s)));
+            c.walk(&stream[split..], |k, f, s| seen.push((k, f, s)));
+            assert_eq!(seen, want, "split at {split}");
+            assert_eq!(c.to_boundary(), 0);
+        }
+    }
+
+    #[test]
+    fn a_flood_is_more_than_the_limit_within_one_second() {
+        let t0 = Instant::now();
+        let mut r = Rate::default();
+        for _ in 0..CONTROL_FRAMES_PER_SECOND {
+            assert!(!r.count(t0));
+        }
+        assert!(r.count(t0 + Duration::from_millis(900)));
+        let mut r = Rate::default();
+        for i in 0..3 * CONTROL_FRAMES_PER_SECOND {
+            // A steady 999 a second never trips it.
+            let at = t0 + Duration::from_micros(u64::from(i) * 1_001_001 / 1000);
+            assert!(!r.count(at), "frame {i}");
+        }
+    }
+
+    #[test]
+    fn the_goaway_names_the_last_stream_and_the_flood() {
+        let f = goaway(7, PING);
+        assert_eq!(&f[..9], &[0, 0, 18, 0x7, 0, 0, 0, 0, 0]);
+        assert_eq!(&f[9..13], &7u32.to_be_bytes());
+        assert_eq!(&f[13..17], &ENHANCE_YOUR_CALM.to_be_bytes());
+        assert_eq!(&f[17..], b"PING flood");
+    }
+}
