@@ -30,14 +30,19 @@ impl Chunked {
     /// are settled body bytes and whether the body ended there. Bytes past the settled ones
     /// that were not taken are the start of a line not yet whole: pass them again, with more.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
-        self.scan(bytes, false)
+        self.scan(bytes, false, &mut |_| {})
     }
 
     /// Decodes instead of passing through, for a client that frames bodies itself (HTTP/2):
     /// `(skip, data, done)` says the first `skip` bytes are framing, the `data` bytes after
-    /// them are body, and whether the body ended. Call again with what follows.
-    pub(crate) fn decode(&mut self, bytes: &[u8]) -> Result<(usize, usize, bool), &'static str> {
-        let (skip, done) = self.scan(bytes, true)?;
+    /// them are body, and whether the body ended. Call again with what follows. Each trailer
+    /// field line (checked, without its CRLF) is handed to `trailer`.
+    pub(crate) fn decode(
+        &mut self,
+        bytes: &[u8],
+        trailer: &mut dyn FnMut(&[u8]),
+    ) -> Result<(usize, usize, bool), &'static str> {
+        let (skip, done) = self.scan(bytes, true, trailer)?;
         if let Chunked::Data(left) = *self {
             let data = left.min((bytes.len() - skip) as u64);
             *self = if data == left {
@@ -51,7 +56,12 @@ impl Chunked {
     }
 
     /// Reads framing and, unless `stop_at_data`, chunk data too.
-    fn scan(&mut self, bytes: &[u8], stop_at_data: bool) -> Result<(usize, bool), &'static str> {
+    fn scan(
+        &mut self,
+        bytes: &[u8],
+        stop_at_data: bool,
+        trailer: &mut dyn FnMut(&[u8]),
+    ) -> Result<(usize, bool), &'static str> {
         let mut i = 0;
         loop {
             let rest = &bytes[i..];
@@ -122,6 +132,7 @@ impl Chunked {
                     if !is_header_field(line) {
                         return Err("malformed trailer field");
                     }
+                    trailer(line);
                     *self = Chunked::Trailers(seen + end + 2);
                 }
             }
@@ -179,23 +190,29 @@ mod tests {
 
     /// Decodes `body` fed in pieces of `step` bytes: the data, and whether it ended.
     fn decode(body: &[u8], step: usize) -> Result<(Vec<u8>, bool), &'static str> {
+        decode_all(body, step).map(|(data, _, done)| (data, done))
+    }
+
+    /// As [`decode`], with the trailer lines.
+    fn decode_all(body: &[u8], step: usize) -> Result<(Vec<u8>, Vec<String>, bool), &'static str> {
         let mut state = Chunked::default();
-        let (mut data, mut pending) = (Vec::new(), Vec::new());
+        let (mut data, mut pending, mut trailers) = (Vec::new(), Vec::new(), Vec::new());
+        let mut done = false;
         for piece in body.chunks(step) {
             pending.extend_from_slice(piece);
-            loop {
-                let (skip, n, done) = state.decode(&pending)?;
+            while !done {
+                let mut keep =
+                    |line: &[u8]| trailers.push(String::from_utf8_lossy(line).into_owned());
+                let (skip, n, ended) = state.decode(&pending, &mut keep)?;
                 data.extend_from_slice(&pending[skip..skip + n]);
                 pending.drain(..skip + n);
-                if done {
-                    return Ok((data, true));
-                }
+                done = ended;
                 if skip + n == 0 {
                     break;
                 }
             }
         }
-        Ok((data, false))
+        Ok((data, trailers, done))
     }
 
     #[test]
@@ -207,6 +224,16 @@ mod tests {
         }
         assert_eq!(decode(b"A\r\n01234", 3), Ok((b"01234".to_vec(), false)));
         assert!(decode(b"5\r\nhelloX\r\n", 4).is_err());
+    }
+
+    #[test]
+    fn decoding_hands_over_each_trailer_line_once_in_any_split() {
+        let body = b"2\r\nhi\r\n0\r\nX-Sum: 1\r\nGrpc-Status:0\r\n\r\n";
+        for step in 1..=body.len() {
+            let (data, trailers, done) = decode_all(body, step).unwrap();
+            assert_eq!((data.as_slice(), done), (&b"hi"[..], true), "step {step}");
+            assert_eq!(trailers, ["X-Sum: 1", "Grpc-Status:0"], "step {step}");
+        }
     }
 
     #[test]

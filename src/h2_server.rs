@@ -15,7 +15,7 @@ use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -366,7 +366,17 @@ impl HttpBody for StreamBody {
         if let Some(sctx) = &this.driven {
             sctx.upstream.poll(cx, &this.shared.upstream, true);
         }
-        Pin::new(&mut this.body).poll_frame(cx)
+        let mut frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let Some(trailers) = frame.as_mut().and_then(|f| f.as_mut().ok()?.trailers_mut()) {
+            let barred: Vec<_> = (trailers.keys())
+                .filter(|n| !rules::passes_in_trailers(n.as_str()))
+                .cloned()
+                .collect();
+            for name in barred {
+                trailers.remove(name);
+            }
+        }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {

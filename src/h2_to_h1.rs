@@ -63,6 +63,7 @@ pub(crate) async fn forward<B>(
             _ => 0,
         },
         chunks: Chunked::default(),
+        trailers: None,
         reusable,
         ended: false,
         shared: shared.clone(),
@@ -143,6 +144,8 @@ pub(crate) struct AppBody {
     /// Bytes still due when framed by `Content-Length`.
     left: u64,
     chunks: Chunked,
+    /// The chunked body's trailer fields, passed on after its data.
+    trailers: Option<HeaderMap>,
     /// The rules allow the connection to carry another request.
     reusable: bool,
     /// Every byte of the body has been passed on.
@@ -171,7 +174,9 @@ impl AppBody {
                 self.left -= n;
                 Next::Data(ubuf.split_to(n as usize).freeze())
             }
-            Framing::Chunked => match self.chunks.decode(ubuf)? {
+            Framing::Chunked => match self.chunks.decode(ubuf, &mut |line| {
+                add_trailer(&mut self.trailers, line);
+            })? {
                 (skip, 0, done) => {
                     ubuf.advance(skip);
                     if done {
@@ -241,6 +246,20 @@ impl AppBody {
     }
 }
 
+/// Adds one checked trailer line (`name: value`) to the trailers passed on.
+fn add_trailer(trailers: &mut Option<HeaderMap>, line: &[u8]) {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return;
+    };
+    let name = HeaderName::from_bytes(&line[..colon]);
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii());
+    if let (Ok(name), Ok(value)) = (name, value) {
+        trailers
+            .get_or_insert_with(HeaderMap::new)
+            .append(name, value);
+    }
+}
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl HttpBody for AppBody {
@@ -261,6 +280,9 @@ impl HttpBody for AppBody {
                 }
                 Ok(Next::Done) => {
                     this.settle();
+                    if let Some(trailers) = this.trailers.take() {
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
                     this.ended = true;
                     return Poll::Ready(None);
                 }

@@ -67,11 +67,23 @@ async fn serve(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
         };
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end);
+        // A request body (only ever length-framed here) is read and dropped.
+        let length: usize = (head.lines())
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while buf.len() < length {
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        buf.drain(..length);
         let path = head.split(' ').nth(1).unwrap_or("").to_owned();
         heads.lock().unwrap().push(head);
         let answer: Vec<u8> = match path.as_str() {
             "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-                           5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+                           5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\nKeep-Alive: 5\r\n\r\n"
                 .to_vec(),
             "/big" => {
                 let mut a =
@@ -166,6 +178,31 @@ async fn every_response_framing_reaches_the_h2_client_as_data() {
         2,
         "a closed connection was reused"
     );
+}
+
+/// A chunked response's trailers reach the HTTP/2 client on both HTTP/1.1 paths (a bodiless
+/// stream spoken by the proxy, one with a body through hyper's client), less the fields that
+/// describe one hop.
+#[tokio::test]
+async fn chunked_trailers_reach_the_h2_client_on_both_paths() {
+    let app = scripted_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    let mut c = h2_client(proxy.tls, &v1("203.0.113.71", 443)).await;
+    let with_body = Request::post("https://shop.example/chunked")
+        .body(Full::new(Bytes::from_static(b"form=1")).boxed())
+        .unwrap();
+    for (path, req) in [("bodiless", get("/chunked")), ("with a body", with_body)] {
+        let resp = within("response", c.send_request(req)).await.unwrap();
+        let collected = within("body", resp.into_body().collect()).await.unwrap();
+        let trailers = collected.trailers().cloned().unwrap_or_default();
+        assert_eq!(collected.to_bytes(), "hello world", "{path}");
+        assert_eq!(
+            trailers.get("x-trailer").map(|v| v.as_bytes()),
+            Some(&b"1"[..]),
+            "{path}"
+        );
+        assert!(trailers.get("keep-alive").is_none(), "{path}: {trailers:?}");
+    }
 }
 
 #[tokio::test]

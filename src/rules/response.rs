@@ -39,6 +39,14 @@ impl ResponseRules {
     }
 }
 
+/// Whether a trailer field of the app's reaches an HTTP/2 client: not the fields that describe
+/// one hop (HTTP/2 forbids them, and h2 would reset the stream rather than send them), nor
+/// framing, which trailers cannot change (RFC 9110 §6.5.1). HTTP/1.1 clients get a chunked
+/// body, trailers included, byte for byte.
+pub(crate) fn passes_in_trailers(name: &str) -> bool {
+    !is_hop_by_hop(name) && !name.eq_ignore_ascii_case("content-length")
+}
+
 /// What kind of response head the app sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ResponseKind {
