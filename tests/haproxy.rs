@@ -9,14 +9,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::haproxy::Haproxy;
+use common::haproxy::{certificate, Haproxy};
 use common::*;
 
 async fn haproxy(backend: SocketAddr, send_proxy: &str) -> Haproxy {
@@ -136,27 +136,6 @@ async fn haproxy_in_front_of_the_plain_port_redirects() {
     ])
     .await;
     assert_eq!(out, "301 https://shop.example.com/some/path?x=1");
-}
-
-/// A self-signed certificate and key in one PEM file, as HAProxy's `crt` takes it.
-fn certificate(dir: &TempDir) -> std::path::PathBuf {
-    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=localhost", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed");
-    assert!(status.success());
-    let pem = dir.path().join("both.pem");
-    let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
-    std::fs::write(&pem, both).unwrap();
-    pem
 }
 
 /// HAProxy as an NLB TLS listener with ALPN (`h2,http/1.1`) and `send-proxy-v2` in front of

@@ -70,3 +70,24 @@ impl Haproxy {
         }
     }
 }
+
+/// A self-signed certificate and key in one PEM file, as HAProxy's `crt` takes it.
+pub fn certificate(dir: &TempDir) -> std::path::PathBuf {
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl must be installed");
+    assert!(status.success());
+    let pem = dir.path().join("both.pem");
+    let both = [std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap()].concat();
+    std::fs::write(&pem, both).unwrap();
+    pem
+}

@@ -325,6 +325,18 @@ async fn app(
             Ok(Response::new(full(format!("received {total}"))))
         }
         "/ws" | "/ws-refuse" | "/raw" => upgrade(&mut req, &path, guard),
+        "/browser-page" => {
+            let mut resp = Response::new(full(BROWSER_PAGE));
+            resp.headers_mut()
+                .insert("content-type", "text/html".parse().unwrap());
+            Ok(resp)
+        }
+        "/browser-report" => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let text = String::from_utf8_lossy(&body.unwrap_or_default()).into_owned();
+            BROWSER_REPORTS.lock().unwrap().push(text);
+            Ok(Response::new(full("noted")))
+        }
         _ => {
             let mut text = format!("{} {}\npeer: {}\n", req.method(), req.uri(), peer);
             for (name, value) in req.headers() {
@@ -344,6 +356,28 @@ async fn app(
             Ok(Response::new(full(text)))
         }
     }
+}
+
+/// A page for a browser: it opens a WebSocket to `/ws` on its own origin, sends one message,
+/// and posts what came back (the app's greeting, then the echo) to `/browser-report`.
+const BROWSER_PAGE: &str = r#"<!doctype html><title>ws</title><script>
+const seen = [];
+const report = (text) => fetch("/browser-report", { method: "POST", body: text });
+const ws = new WebSocket("wss://" + location.host + "/ws");
+ws.onmessage = (e) => {
+  seen.push(e.data);
+  if (seen.length === 1) ws.send("hello from the browser");
+  else { report(seen.join("|")); ws.close(); }
+};
+ws.onerror = () => report("websocket error");
+</script>"#;
+
+/// What browsers posted to `/browser-report`, in order.
+static BROWSER_REPORTS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// The reports browsers have posted so far.
+pub fn browser_reports() -> Vec<String> {
+    BROWSER_REPORTS.lock().unwrap().clone()
 }
 
 fn upgrade(
