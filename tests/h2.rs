@@ -389,6 +389,57 @@ async fn a_refused_idempotent_request_is_sent_once_more_on_a_new_h2c_connection(
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
 
+/// An h2c app that answers one stream per connection and then sends GOAWAY, as an app that
+/// restarts or rotates its connections does; the proxy's next request must not be lost.
+async fn one_stream_then_goaway_app() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                if let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let resp = http::Response::new(());
+                    let mut body = respond.send_response(resp, false).unwrap();
+                    body.send_data(Bytes::from(format!("connection {n}")), true)
+                        .unwrap();
+                    conn.graceful_shutdown();
+                }
+                // Drives the GOAWAY out; a stream that crossed it is dropped unanswered.
+                while conn.accept().await.is_some() {}
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn an_app_that_sends_goaway_loses_no_request() {
+    let (app, conns) = one_stream_then_goaway_app().await;
+    let mut config = config_for(app);
+    config.destination_protocol = DestinationProtocol::H2c;
+    let proxy = start_proxy(config).await;
+    let mut c = h2_client(proxy.tls, &v1("203.0.113.58", 443)).await;
+    for n in 1..=3 {
+        let get = req(Method::GET, "https://a.example/x", b"");
+        let (status, text, _) = collect(c.send_request(get).await.unwrap()).await;
+        assert_eq!(
+            (status.as_u16(), text.as_str()),
+            (200, format!("connection {n}").as_str())
+        );
+    }
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
 #[tokio::test]
 async fn the_h2_clocks_first_headers_then_idle() {
     let app = start_app().await;
