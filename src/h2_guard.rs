@@ -30,7 +30,7 @@ const ACK: u8 = 0x1;
 /// RFC 9113 §7.
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// The client's connection preface, which precedes its first frame.
-const PREFACE_LEN: usize = 24;
+const PREFACE_LEN: usize = crate::preface::PREFACE.len();
 /// What a flooding client's further bytes are read and dropped in, per poll.
 const DISCARD_PER_POLL: usize = 64 * 1024;
 

@@ -368,13 +368,7 @@ impl HttpBody for StreamBody {
         }
         let mut frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
         if let Some(trailers) = frame.as_mut().and_then(|f| f.as_mut().ok()?.trailers_mut()) {
-            let barred: Vec<_> = (trailers.keys())
-                .filter(|n| !rules::passes_in_trailers(n.as_str()))
-                .cloned()
-                .collect();
-            for name in barred {
-                trailers.remove(name);
-            }
+            rules::strip_trailers(trailers);
         }
         Poll::Ready(frame)
     }

@@ -11,9 +11,7 @@ mod response;
 
 pub(crate) use h2::{check_h2_request, joined_cookies};
 pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
-pub(crate) use response::{
-    check_response, passes_in_trailers, Framing, ResponseKind, ResponseRules,
-};
+pub(crate) use response::{check_response, strip_trailers, Framing, ResponseKind, ResponseRules};
 
 use crate::forwarding::Forwarding;
 

@@ -39,12 +39,18 @@ impl ResponseRules {
     }
 }
 
-/// Whether a trailer field of the app's reaches an HTTP/2 client: not the fields that describe
-/// one hop (HTTP/2 forbids them, and h2 would reset the stream rather than send them), nor
+/// Removes from the app's trailers what an HTTP/2 client must not get: fields that describe
+/// one hop (HTTP/2 forbids them, and h2 would reset the stream rather than send them), and
 /// framing, which trailers cannot change (RFC 9110 §6.5.1). HTTP/1.1 clients get a chunked
 /// body, trailers included, byte for byte.
-pub(crate) fn passes_in_trailers(name: &str) -> bool {
-    !is_hop_by_hop(name) && !name.eq_ignore_ascii_case("content-length")
+pub(crate) fn strip_trailers(trailers: &mut http::HeaderMap) {
+    let barred: Vec<_> = (trailers.keys())
+        .filter(|n| is_hop_by_hop(n.as_str()) || *n == http::header::CONTENT_LENGTH)
+        .cloned()
+        .collect();
+    for name in barred {
+        trailers.remove(name);
+    }
 }
 
 /// What kind of response head the app sent.
