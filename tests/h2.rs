@@ -4,6 +4,8 @@
 mod common;
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -195,7 +197,7 @@ async fn ping_redirect_and_bad_requests_get_the_http1_answers() {
     assert_eq!(resp.status(), 301);
     assert_eq!(resp.headers()["location"], "https://shop.example/p?q=1");
     // Refused by the rules, nothing reaches the app.
-    let before = app.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let before = app.connections.load(Ordering::SeqCst);
     let mut differ = req(Method::GET, "https://a.example/x", b"");
     differ
         .headers_mut()
@@ -212,10 +214,7 @@ async fn ping_redirect_and_bad_requests_get_the_http1_answers() {
     let big = req(Method::POST, "https://a.example/x", &[b'b'; 5000]);
     let (status, _, _) = collect(c.send_request(big).await.unwrap()).await;
     assert_eq!(status, 413);
-    assert_eq!(
-        app.connections.load(std::sync::atomic::Ordering::SeqCst),
-        before
-    );
+    assert_eq!(app.connections.load(Ordering::SeqCst), before);
     // A header list over MAX_HEADER_BYTES gets 431 from the codec; the connection lives on.
     let mut huge = req(Method::GET, "https://a.example/x", b"");
     huge.headers_mut()
@@ -306,7 +305,7 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
     let slow = tokio::spawn(async move { collect(slow.await.unwrap()).await });
     let reached = app.connections.clone();
     eventually("the slow request reaches the app", || {
-        let n = reached.load(std::sync::atomic::Ordering::SeqCst);
+        let n = reached.load(Ordering::SeqCst);
         async move { (n >= 1).then_some(()) }
     })
     .await;
@@ -328,40 +327,52 @@ async fn drain_sends_goaway_and_lets_open_streams_finish() {
     assert!(m.contains("elb_ws_proxy_h2_streams_open 0\n"), "{m}");
 }
 
-/// An h2c app that refuses the second stream on every connection (RST_STREAM REFUSED_STREAM,
-/// as a server going away does) and answers the others with the connection's number.
-async fn refusing_h2_app() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// A scripted h2c app: `serve` gets each accepted connection with its number (from 1); the
+/// counter says how many were accepted.
+async fn scripted_h2_app<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(usize, h2::server::Connection<tokio::net::TcpStream, Bytes>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
     let counter = conns.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(s).await else {
-                    return;
-                };
-                let mut streams = 0;
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    streams += 1;
-                    if streams == 2 {
-                        respond.send_reset(h2::Reason::REFUSED_STREAM);
-                        continue;
-                    }
-                    let resp = http::Response::new(());
-                    let mut body = respond.send_response(resp, false).unwrap();
-                    body.send_data(Bytes::from(format!("connection {n}")), true)
-                        .unwrap();
-                }
-            });
+            if let Ok(conn) = h2::server::handshake(s).await {
+                tokio::spawn(serve(n, conn));
+            }
         }
     });
     (addr, conns)
+}
+
+/// Answers a stream with the number of the connection it came on.
+fn answer(respond: &mut h2::server::SendResponse<Bytes>, n: usize) {
+    let mut body = respond
+        .send_response(http::Response::new(()), false)
+        .unwrap();
+    body.send_data(Bytes::from(format!("connection {n}")), true)
+        .unwrap();
+}
+
+/// An h2c app that refuses the second stream on every connection (RST_STREAM REFUSED_STREAM,
+/// as a server going away does) and answers the others with the connection's number.
+async fn refusing_h2_app() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    scripted_h2_app(|n, mut conn| async move {
+        let mut streams = 0;
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            streams += 1;
+            if streams == 2 {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+            } else {
+                answer(&mut respond, n);
+            }
+        }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -377,7 +388,7 @@ async fn a_refused_idempotent_request_is_sent_once_more_on_a_new_h2c_connection(
     // The second stream on connection 1 is refused; the GET goes again on connection 2.
     let (status, text, _) = collect(c.send_request(get()).await.unwrap()).await;
     assert_eq!((status.as_u16(), text.as_str()), (200, "connection 2"));
-    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
     // A POST is not idempotent: refused, it is not sent again.
     let (status, _, _) = collect(
         c.send_request(req(Method::POST, "https://a.example/x", b"body"))
@@ -386,40 +397,21 @@ async fn a_refused_idempotent_request_is_sent_once_more_on_a_new_h2c_connection(
     )
     .await;
     assert_eq!(status.as_u16(), 502);
-    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
 
 /// An h2c app that answers one stream per connection and then sends GOAWAY, as an app that
 /// restarts or rotates its connections does; the proxy's next request must not be lost.
-async fn one_stream_then_goaway_app() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let conns = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = conns.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(s).await else {
-                    return;
-                };
-                if let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    let resp = http::Response::new(());
-                    let mut body = respond.send_response(resp, false).unwrap();
-                    body.send_data(Bytes::from(format!("connection {n}")), true)
-                        .unwrap();
-                    conn.graceful_shutdown();
-                }
-                // Drives the GOAWAY out; a stream that crossed it is dropped unanswered.
-                while conn.accept().await.is_some() {}
-            });
+async fn one_stream_then_goaway_app() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    scripted_h2_app(|n, mut conn| async move {
+        if let Some(Ok((_req, mut respond))) = conn.accept().await {
+            answer(&mut respond, n);
+            conn.graceful_shutdown();
         }
-    });
-    (addr, conns)
+        // Drives the GOAWAY out; a stream that crossed it is dropped unanswered.
+        while conn.accept().await.is_some() {}
+    })
+    .await
 }
 
 #[tokio::test]
@@ -437,7 +429,7 @@ async fn an_app_that_sends_goaway_loses_no_request() {
             (200, format!("connection {n}").as_str())
         );
     }
-    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]

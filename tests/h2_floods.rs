@@ -156,29 +156,34 @@ fn get_path(path: &str) -> Vec<u8> {
     b
 }
 
-/// Reads frames until one of `kind` on `stream`; its first four payload bytes.
-async fn next_frame(s: &mut TcpStream, buf: &mut Vec<u8>, kind: u8, stream: u32) -> u32 {
+/// The next whole frame (header and payload), reading more into `buf` as needed.
+async fn read_frame<R>(r: &mut R, buf: &mut Vec<u8>) -> Vec<u8>
+where
+    R: tokio::io::AsyncRead + Unpin,
+{
     let mut chunk = [0u8; 16384];
     loop {
-        while buf.len() >= 9 {
+        if buf.len() >= 9 {
             let len =
                 (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            let found = (buf[3] == kind && id == stream).then(|| {
-                let p = &buf[9..9 + len];
-                u32::from_be_bytes([p[0], p[1], p[2], p[3]])
-            });
-            buf.drain(..9 + len);
-            if let Some(v) = found {
-                return v;
+            if buf.len() >= 9 + len {
+                return buf.drain(..9 + len).collect();
             }
         }
-        let n = within("frames", s.read(&mut chunk)).await.unwrap();
+        let n = within("frames", r.read(&mut chunk)).await.unwrap();
         assert!(n > 0, "connection closed before the frame came");
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads frames until one of `kind` on `stream`; its first four payload bytes.
+async fn next_frame(s: &mut TcpStream, buf: &mut Vec<u8>, kind: u8, stream: u32) -> u32 {
+    loop {
+        let f = read_frame(s, buf).await;
+        let id = u32::from_be_bytes([f[5], f[6], f[7], f[8]]) & 0x7fff_ffff;
+        if f[3] == kind && id == stream {
+            return u32::from_be_bytes([f[9], f[10], f[11], f[12]]);
+        }
     }
 }
 
@@ -221,31 +226,22 @@ async fn goaway_then_end<R>(r: &mut R, mut buf: Vec<u8>) -> (u32, u32, Vec<u8>)
 where
     R: tokio::io::AsyncRead + Unpin,
 {
-    let mut chunk = [0u8; 16384];
-    loop {
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
-            }
-            let frame: Vec<u8> = buf.drain(..9 + len).collect();
-            if frame[3] == GOAWAY {
-                while within("the end after GOAWAY", r.read(&mut chunk))
-                    .await
-                    .unwrap()
-                    > 0
-                {}
-                let p = &frame[9..];
-                let last = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-                let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-                return (last, code, p[8..].to_vec());
-            }
+    let frame = loop {
+        let f = read_frame(r, &mut buf).await;
+        if f[3] == GOAWAY {
+            break f;
         }
-        let n = within("frames", r.read(&mut chunk)).await.unwrap();
-        assert!(n > 0, "connection closed before a GOAWAY");
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    };
+    let mut chunk = [0u8; 16384];
+    while within("the end after GOAWAY", r.read(&mut chunk))
+        .await
+        .unwrap()
+        > 0
+    {}
+    let p = &frame[9..];
+    let last = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+    let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+    (last, code, p[8..].to_vec())
 }
 
 /// Control frames the server must answer (SETTINGS needs an ACK, PING a PONG), sent far
