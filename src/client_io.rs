@@ -10,6 +10,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -20,6 +21,7 @@ use crate::conn_state::ConnCtx;
 use crate::metrics::Metrics;
 use crate::request_head::{self, Head, HeadLimits, MAX_HEADERS};
 use crate::rules::BodyLength;
+use crate::send_timeout::SendClock;
 
 /// Where the gate is in the client's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +53,8 @@ pub(crate) struct ClientIo {
     carry: Vec<u8>,
     /// A refusal still to be written, and how much of it has been.
     refusal: Option<(Vec<u8>, usize)>,
+    /// `SEND_TIMEOUT` for every write to `stream`.
+    send: SendClock,
 }
 
 impl ClientIo {
@@ -61,7 +65,9 @@ impl ClientIo {
         ctx: Arc<ConnCtx>,
         metrics: Arc<Metrics>,
         limits: Arc<HeadLimits>,
+        send_timeout: Option<Duration>,
     ) -> Self {
+        let send = SendClock::new(send_timeout, ctx.forwarding.client, "http1");
         let mut io = ClientIo {
             stream,
             ctx,
@@ -72,6 +78,7 @@ impl ClientIo {
             gate: Gate::Head,
             carry: Vec::new(),
             refusal: None,
+            send,
         };
         io.judge();
         io
@@ -291,7 +298,8 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.stream).poll_write(cx, buf))?;
+        let attempt = Pin::new(&mut this.stream).poll_write(cx, buf);
+        let n = ready!(this.send.poll(cx, attempt))?;
         this.ctx
             .bytes_written
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -304,7 +312,8 @@ impl AsyncWrite for ClientIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
-        let n = ready!(Pin::new(&mut this.stream).poll_write_vectored(cx, bufs))?;
+        let attempt = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        let n = ready!(this.send.poll(cx, attempt))?;
         this.ctx
             .bytes_written
             .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -324,7 +333,8 @@ impl AsyncWrite for ClientIo {
         let this = self.get_mut();
         if let Some((bytes, written)) = &mut this.refusal {
             while *written < bytes.len() {
-                let n = ready!(Pin::new(&mut this.stream).poll_write(cx, &bytes[*written..]))?;
+                let attempt = Pin::new(&mut this.stream).poll_write(cx, &bytes[*written..]);
+                let n = ready!(this.send.poll(cx, attempt))?;
                 if n == 0 {
                     break;
                 }

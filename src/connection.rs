@@ -127,6 +127,7 @@ pub(crate) async fn serve(
         ctx.clone(),
         shared.metrics.clone(),
         shared.limits.clone(),
+        shared.config.send_timeout,
     );
     let svc = {
         let (shared, ctx) = (shared.clone(), ctx.clone());
@@ -184,9 +185,9 @@ pub(crate) async fn serve(
         let tasks = shared.tasks.clone();
         tasks.spawn(async move {
             let _open = open;
-            let idle = shared.config.websocket_idle_timeout;
+            let limits = tunnel::Limits::of(&shared.config);
             tokio::select! {
-                _ = tunnel::run(&shared.metrics, idle, client, pending) => {}
+                _ = tunnel::run(&shared.metrics, limits, client, pending) => {}
                 _ = shared.drain.hard_stop.cancelled() => {
                     tracing::info!(%client, "closing tunnel at the shutdown deadline");
                 }

@@ -12,17 +12,17 @@
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Either;
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Incoming};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -32,6 +32,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, DestinationProtocol};
 use crate::conn_state::{ConnCtx, Port};
 use crate::error::ErrorChain;
+use crate::h2_body::StreamBody;
 use crate::h2_guard::{Guarded, Verdict, CONTROL_FRAMES_PER_SECOND};
 use crate::h2_streams::{Inbox, Streams};
 use crate::h2_to_h1::AppBody;
@@ -39,6 +40,7 @@ use crate::hyper_path::{self, Route};
 use crate::preface::Prefixed;
 use crate::request_head::log_refusal;
 use crate::rules::BodyLength;
+use crate::send_timeout::{self, StallWatch, Stalls};
 use crate::shared::Shared;
 use crate::shutdown::Watch;
 use crate::{h2_to_h1, h2_websocket, h2c_path, health, logging, redirect, rules};
@@ -81,14 +83,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     shared.metrics.h2_connection(1);
     let _open = Gauge(&shared);
     let started = Arc::new(AtomicBool::new(false));
+    let stalls = Arc::new(Stalls::default());
     let svc = {
         let (shared, ctx, started) = (shared.clone(), ctx.clone(), started.clone());
+        let stalls = stalls.clone();
         service_fn(move |req| {
             started.store(true, Ordering::Relaxed);
-            stream(shared.clone(), ctx.clone(), req)
+            let out = StreamBody::open(shared.clone(), ctx.clone(), stalls.clone());
+            stream(shared.clone(), ctx.clone(), out, req)
         })
     };
     let config = &shared.config;
+    let mut stall = StallWatch::new(config.send_timeout, stalls);
     let mut streams = Streams::default();
     let h2 = builder(config, streams.executor());
     let verdict = Arc::new(Verdict::default());
@@ -102,7 +108,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     let mut sleep = pin!(tokio::time::sleep_until(first));
     let mut graceful = false;
     let mut expired = false;
-    let mut flooded = false;
+    let mut cut = false;
     let client = ctx.forwarding.client;
     let ended = poll_fn(|cx| {
         if hard_stop.poll_set(cx) {
@@ -118,11 +124,19 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
             return Poll::Ready(result);
         }
         streams.poll(cx);
-        if !flooded {
-            if let Some(kind) = verdict.flood() {
+        if !cut {
+            let why = if let Some(kind) = verdict.flood() {
+                Some(format!("{kind} flood, more than {CONTROL_FRAMES_PER_SECOND} in a second"))
+            } else if let Poll::Ready(limit) = stall.poll(cx) {
+                verdict.stalled();
+                Some(send_timeout::why(limit))
+            } else {
+                None
+            };
+            if let Some(why) = why {
                 // The guard has the GOAWAY ready; h2's next write sends it.
-                tracing::warn!(%client, reason = "ENHANCE_YOUR_CALM", "HTTP/2 connection closed with GOAWAY: {kind} flood, more than {CONTROL_FRAMES_PER_SECOND} in a second");
-                flooded = true;
+                tracing::warn!(%client, reason = "ENHANCE_YOUR_CALM", "HTTP/2 connection closed with GOAWAY: {why}");
+                cut = true;
                 conn.as_mut().graceful_shutdown();
                 (graceful, expired) = (true, true);
                 sleep.as_mut().reset(tokio::time::Instant::now() + GOAWAY_GRACE);
@@ -161,7 +175,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     })
     .await;
     match ended {
-        Err(e) if !flooded => report(client, &e),
+        Err(e) if !cut => report(client, &e),
         _ => {}
     }
 }
@@ -193,17 +207,10 @@ impl Drop for Gauge<'_> {
 async fn stream(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
+    // Ends the stream's accounting however it ends, a reset before the answer included.
+    mut out: StreamBody,
     req: Request<Incoming>,
 ) -> Result<Response<StreamBody>, Infallible> {
-    ctx.request_started();
-    shared.metrics.h2_stream(1);
-    // Ends the stream's accounting however it ends, a reset before the answer included.
-    let mut out = StreamBody {
-        ctx: ctx.clone(),
-        body: Either::Left(body::empty()),
-        driven: None,
-        shared: shared.clone(),
-    };
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -235,7 +242,7 @@ async fn stream(
         );
     }
     Ok(resp.map(|body| {
-        out.body = body;
+        out.set(body);
         out
     }))
 }
@@ -331,53 +338,4 @@ fn for_h2<B>(mut resp: Response<B>) -> Response<B> {
     }
     headers.remove("keep-alive");
     resp
-}
-
-/// A stream's response body: counted while open, and driving the stream's upstream link when
-/// it came from the app over HTTP/1.1; the link goes back to the pool when the body is done.
-struct StreamBody {
-    /// The client connection, on which the stream is a request in progress until dropped.
-    ctx: Arc<ConnCtx>,
-    /// The proxy's answer, the app's body through hyper, or the app's body read here.
-    body: Either<Body, AppBody>,
-    driven: Option<Arc<ConnCtx>>,
-    shared: Arc<Shared>,
-}
-
-impl Drop for StreamBody {
-    fn drop(&mut self) {
-        if let Some(sctx) = &self.driven {
-            sctx.upstream.release(&self.shared.upstream);
-        }
-        self.shared.metrics.h2_stream(-1);
-        self.ctx.request_finished();
-    }
-}
-
-impl HttpBody for StreamBody {
-    type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.get_mut();
-        if let Some(sctx) = &this.driven {
-            sctx.upstream.poll(cx, &this.shared.upstream, true);
-        }
-        let mut frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
-        if let Some(trailers) = frame.as_mut().and_then(|f| f.as_mut().ok()?.trailers_mut()) {
-            rules::strip_trailers(trailers);
-        }
-        Poll::Ready(frame)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
 }

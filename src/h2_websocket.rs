@@ -48,9 +48,9 @@ pub(crate) async fn forward(
     if let Some(pending) = sctx.take_upgrade() {
         let (shared, client) = (shared.clone(), sctx.forwarding.client);
         shared.tasks.clone().spawn(async move {
-            let idle = shared.config.websocket_idle_timeout;
+            let limits = tunnel::Limits::of(&shared.config);
             tokio::select! {
-                _ = tunnel::join_upgraded(&shared.metrics, idle, client, pending) => {}
+                _ = tunnel::join_upgraded(&shared.metrics, limits, client, pending) => {}
                 _ = shared.drain.hard_stop.cancelled() => {
                     tracing::info!(%client, "closing tunnel at the shutdown deadline");
                 }

@@ -44,6 +44,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "KEEPALIVE_TIMEOUT", default: "75s", meaning: "idle client keep-alive connections are closed after this" },
     Setting { name: "CONNECT_TIMEOUT", default: "5s", meaning: "time to connect to the app before answering 502" },
     Setting { name: "RESPONSE_TIMEOUT", default: "60s", meaning: "time for the app's response headers before answering 504" },
+    Setting { name: "SEND_TIMEOUT", default: "60s", meaning: "close a client connection that takes none of the bytes waiting for it for this long (0 = never)" },
     Setting { name: "WEBSOCKET_IDLE_TIMEOUT", default: "0", meaning: "close an upgraded connection idle this long in both directions (0 = never)" },
     Setting { name: "MAX_CONNECTIONS", default: "10000", meaning: "open client connections; further ones wait in the accept queue" },
     Setting { name: "MAX_HEADER_BYTES", default: "64KiB", meaning: "larger request headers get 431" },

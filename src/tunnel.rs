@@ -14,7 +14,7 @@ use std::net::Shutdown;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,13 +22,33 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::client_io::ClientIo;
+use crate::config::Config;
 use crate::conn_state::PendingUpgrade;
 use crate::metrics::Metrics;
+use crate::send_timeout::SendClock;
+
+/// The clocks of a tunnel.
+#[derive(Clone, Copy)]
+pub(crate) struct Limits {
+    /// `WEBSOCKET_IDLE_TIMEOUT`: nothing moved either way for this long.
+    pub(crate) idle: Option<Duration>,
+    /// `SEND_TIMEOUT`: the client took none of the bytes waiting for it for this long.
+    pub(crate) send: Option<Duration>,
+}
+
+impl Limits {
+    pub(crate) fn of(config: &Config) -> Self {
+        Limits {
+            idle: config.websocket_idle_timeout,
+            send: config.send_timeout,
+        }
+    }
+}
 
 /// Waits for both sides of an accepted upgrade, then joins them until they close.
 pub(crate) async fn run(
     metrics: &Metrics,
-    idle_timeout: Option<std::time::Duration>,
+    limits: Limits,
     client_addr: SocketAddr,
     pending: PendingUpgrade,
 ) {
@@ -52,12 +72,13 @@ pub(crate) async fn run(
     let mut upstream_stream = io.into_inner();
     metrics.tunnel_opened();
     let started = Instant::now();
+    let clock = SendClock::new(limits.send, client_addr, "tunnel");
     let result = splice(
-        &mut client_stream,
+        (&mut client_stream, clock),
         to_app,
         &mut upstream_stream,
         to_client,
-        idle_timeout,
+        limits.idle,
     )
     .await;
     let (up, down, why) = match &result {
@@ -114,10 +135,11 @@ thread_local! {
 }
 
 /// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
-/// or nothing moved for `idle_timeout`. Returns the bytes sent to `b` and to `a`.
+/// or nothing moved for `idle_timeout`; writes to `a` (the client) go by its clock. Returns
+/// the bytes sent to `b` and to `a`.
 #[allow(clippy::type_complexity)]
 pub(crate) async fn splice(
-    a: &mut TcpStream,
+    (a, mut to_a): (&mut TcpStream, SendClock),
     a_to_b: Vec<u8>,
     b: &mut TcpStream,
     b_to_a: Vec<u8>,
@@ -135,16 +157,22 @@ pub(crate) async fn splice(
     };
     let mut idle = pin!(tokio::time::sleep(idle_timeout.unwrap_or_default()));
     let mut moved = 0;
+    // The app is not held to SEND_TIMEOUT: it is the client's clock.
+    let mut to_b = SendClock::new(None, to_a.client(), "tunnel");
     poll_fn(|cx| {
         let result = SCRATCH.with(|scratch| {
             let scratch = &mut scratch.borrow_mut()[..];
             if !ab.done {
-                if let Poll::Ready(Err(e)) = copy(cx, &mut a_read, &mut b_write, &mut ab, scratch) {
+                if let Poll::Ready(Err(e)) =
+                    copy(cx, &mut a_read, (&mut b_write, &mut to_b), &mut ab, scratch)
+                {
                     return Err(e);
                 }
             }
             if !ba.done {
-                if let Poll::Ready(Err(e)) = copy(cx, &mut b_read, &mut a_write, &mut ba, scratch) {
+                if let Poll::Ready(Err(e)) =
+                    copy(cx, &mut b_read, (&mut a_write, &mut to_a), &mut ba, scratch)
+                {
                     return Err(e);
                 }
             }
@@ -179,13 +207,14 @@ pub(crate) async fn splice(
 fn copy(
     cx: &mut Context<'_>,
     from: &mut ReadHalf<'_>,
-    to: &mut WriteHalf<'_>,
+    (to, clock): (&mut WriteHalf<'_>, &mut SendClock),
     d: &mut Direction,
     scratch: &mut [u8],
 ) -> Poll<io::Result<()>> {
     for _ in 0..READS_PER_POLL {
         while d.offset < d.owed.len() {
-            match ready!(Pin::new(&mut *to).poll_write(cx, &d.owed[d.offset..]))? {
+            let attempt = Pin::new(&mut *to).poll_write(cx, &d.owed[d.offset..]);
+            match ready!(clock.poll(cx, attempt))? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => d.offset += n,
             }
@@ -210,7 +239,8 @@ fn copy(
         d.bytes += n as u64;
         let mut written = 0;
         while written < n {
-            match Pin::new(&mut *to).poll_write(cx, &scratch[written..n]) {
+            let attempt = Pin::new(&mut *to).poll_write(cx, &scratch[written..n]);
+            match clock.poll(cx, attempt) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(m)) => written += m,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -230,7 +260,7 @@ fn copy(
 /// for that long.
 pub(crate) async fn join_upgraded(
     metrics: &Metrics,
-    idle_timeout: Option<std::time::Duration>,
+    limits: Limits,
     client_addr: SocketAddr,
     pending: PendingUpgrade,
 ) {
@@ -238,12 +268,13 @@ pub(crate) async fn join_upgraded(
         return;
     };
     let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut client = Active::new(TokioIo::new(client), activity.clone());
-    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone());
+    let clock = SendClock::new(limits.send, client_addr, "tunnel");
+    let mut client = Active::new(TokioIo::new(client), activity.clone(), Some(clock));
+    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone(), None);
     metrics.tunnel_opened();
     let started = Instant::now();
     let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    let result = match idle_timeout {
+    let result = match limits.idle {
         None => copied.await,
         Some(limit) => tokio::select! {
             r = copied => r,
@@ -271,15 +302,25 @@ async fn idle_for(limit: std::time::Duration, activity: &std::sync::atomic::Atom
     }
 }
 
-/// A stream that counts every read and write into a shared activity counter.
+/// A stream that counts every read and write into a shared activity counter; the client's
+/// side has a clock for its writes.
 struct Active<T> {
     inner: T,
     activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    send: Option<SendClock>,
 }
 
 impl<T> Active<T> {
-    fn new(inner: T, activity: std::sync::Arc<std::sync::atomic::AtomicU64>) -> Self {
-        Active { inner, activity }
+    fn new(
+        inner: T,
+        activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        send: Option<SendClock>,
+    ) -> Self {
+        Active {
+            inner,
+            activity,
+            send,
+        }
     }
 
     fn moved(&self) {
@@ -309,7 +350,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let this = &mut *self;
+        let mut r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Some(clock) = &mut this.send {
+            r = clock.poll(cx, r);
+        }
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.moved();
         }

@@ -375,3 +375,86 @@ async fn an_h2_client_that_never_reads_holds_no_more_than_its_windows() {
     let grown = rss_kib().saturating_sub(before);
     assert!(grown < 200 * 1024, "memory grew by {grown} KiB");
 }
+
+#[tokio::test]
+async fn an_h2_client_that_stops_reading_gets_goaway_after_send_timeout() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.send_timeout = Some(std::time::Duration::from_secs(1));
+    let proxy = start_proxy(config).await;
+    let (_guard, logs) = capture_logs();
+    let mut s = raw(proxy.tls, "198.51.100.221").await;
+    // A 64 MiB download, and no WINDOW_UPDATE: the client takes the first 64 KiB its
+    // windows allow and nothing more.
+    let get = frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &get_path("/stream?67108864"),
+    );
+    s.write_all(&get).await.unwrap();
+    eventually("the SEND_TIMEOUT warning", || {
+        let text = logs.text();
+        async move { text.contains("SEND_TIMEOUT").then_some(()) }
+    })
+    .await;
+    let text = logs.text();
+    assert!(
+        text.contains("HTTP/2 connection closed with GOAWAY")
+            && text.contains("ENHANCE_YOUR_CALM")
+            && text.contains("198.51.100.221"),
+        "{text}"
+    );
+    // What was sent before it, the GOAWAY naming stream 1 and why, then the end.
+    let (last, code, debug) = goaway_then_end(&mut s, Vec::new()).await;
+    assert_eq!((last, code), (1, ENHANCE_YOUR_CALM));
+    assert_eq!(debug, b"SEND_TIMEOUT");
+    eventually("the app's connection closed", || {
+        let open = app.open.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (open == 0).then_some(()) }
+    })
+    .await;
+    others_are_served(&proxy).await;
+}
+
+#[tokio::test]
+async fn an_h2_client_that_reads_slowly_is_not_cut_off() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.send_timeout = Some(std::time::Duration::from_secs(1));
+    let proxy = start_proxy(config).await;
+    let (_guard, logs) = capture_logs();
+    // Windows of 64 KiB, so the proxy waits on the client's reading between pauses.
+    let mut tcp = TcpStream::connect(proxy.tls).await.unwrap();
+    tcp.write_all(&v1("198.51.100.222", 443)).await.unwrap();
+    let (mut c, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65535)
+            .initial_connection_window_size(65535)
+            .adaptive_window(false)
+            .handshake::<_, http_body_util::Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://a.example/stream?1048576")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = within("response headers", c.send_request(req))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let (mut got, mut pause_at) = (0usize, 0usize);
+    let started = std::time::Instant::now();
+    // A pause shorter than SEND_TIMEOUT after every 256 KiB; the whole download takes several
+    // times it.
+    while let Some(frame) = within("body", http_body_util::BodyExt::frame(&mut body)).await {
+        got += frame.unwrap().data_ref().map_or(0, |d| d.len());
+        if got >= pause_at {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            pause_at += 256 * 1024;
+        }
+    }
+    assert_eq!(got, 1 << 20);
+    assert!(started.elapsed() > std::time::Duration::from_secs(2));
+    assert!(!logs.text().contains("SEND_TIMEOUT"), "{}", logs.text());
+}

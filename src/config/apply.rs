@@ -29,6 +29,7 @@ pub(super) struct RawEnv {
     pub(super) connect_timeout: Option<String>,
     pub(super) response_timeout: Option<String>,
     pub(super) websocket_idle_timeout: Option<String>,
+    pub(super) send_timeout: Option<String>,
     pub(super) max_connections: Option<String>,
     pub(super) max_header_bytes: Option<String>,
     pub(super) max_body_bytes: Option<String>,
@@ -87,6 +88,8 @@ impl Config {
         self.response_timeout = positive(value("RESPONSE_TIMEOUT", raw.response_timeout))?;
         let idle = duration(value("WEBSOCKET_IDLE_TIMEOUT", raw.websocket_idle_timeout))?;
         self.websocket_idle_timeout = (!idle.is_zero()).then_some(idle);
+        let send = duration(value("SEND_TIMEOUT", raw.send_timeout))?;
+        self.send_timeout = (!send.is_zero()).then_some(send);
         self.shutdown_delay = duration(value("SHUTDOWN_DELAY", raw.shutdown_delay))?;
         self.shutdown_timeout = duration(value("SHUTDOWN_TIMEOUT", raw.shutdown_timeout))?;
         let (name, v) = value("MAX_CONNECTIONS", raw.max_connections);

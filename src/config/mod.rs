@@ -69,6 +69,9 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// `RESPONSE_TIMEOUT`: time for the app's response headers (then `504`).
     pub response_timeout: Duration,
+    /// `SEND_TIMEOUT`: a client that takes none of the bytes waiting for it for this long is
+    /// disconnected; `None` never.
+    pub send_timeout: Option<Duration>,
     /// `WEBSOCKET_IDLE_TIMEOUT`: an idle tunnel closes after this; `None` never.
     pub websocket_idle_timeout: Option<Duration>,
     /// `MAX_CONNECTIONS`: open client connections at most.
@@ -150,6 +153,7 @@ impl Config {
             keepalive_timeout: Duration::ZERO,
             connect_timeout: Duration::ZERO,
             response_timeout: Duration::ZERO,
+            send_timeout: None,
             websocket_idle_timeout: None,
             max_connections: 0,
             max_header_bytes: 0,
@@ -233,12 +237,13 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
             secs(self.proxy_header_timeout), secs(self.request_header_timeout), secs(self.keepalive_timeout),
             secs(self.connect_timeout), secs(self.response_timeout),
+            self.send_timeout.map_or("off".to_owned(), secs),
             self.websocket_idle_timeout.map_or("off".to_owned(), secs),
             self.max_connections, self.max_header_bytes,
             self.max_body_bytes.map_or("off".to_owned(), |n| n.to_string()),
@@ -327,6 +332,7 @@ mod tests {
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("PROXY_HEADER_TIMEOUT", "5 seconds"),
             ("KEEPALIVE_TIMEOUT", "0"),
+            ("SEND_TIMEOUT", "1 minute"),
             ("MAX_CONNECTIONS", "0"),
             ("MAX_HEADER_BYTES", "10"),
             ("MAX_BODY_BYTES", "lots"),
@@ -363,6 +369,7 @@ mod tests {
             ("REQUEST_HEADER_TIMEOUT", "500ms"),
             ("RESPONSE_TIMEOUT", "2m"),
             ("WEBSOCKET_IDLE_TIMEOUT", "1h"),
+            ("SEND_TIMEOUT", "0"),
             ("SHUTDOWN_DELAY", "7"),
             ("MAX_HEADER_BYTES", "16KiB"),
             ("MAX_BODY_BYTES", "10MB"),
@@ -381,6 +388,7 @@ mod tests {
         assert_eq!(c.request_header_timeout, Duration::from_millis(500));
         assert_eq!(c.response_timeout, Duration::from_secs(120));
         assert_eq!(c.websocket_idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.send_timeout, None, "0 means never");
         assert_eq!(c.shutdown_delay, Duration::from_secs(7));
         assert_eq!(c.max_header_bytes, 16 * 1024);
         assert_eq!(c.max_body_bytes, Some(10_000_000));
@@ -399,6 +407,7 @@ mod tests {
         assert!(!d.log_health_checks);
         assert_eq!(d.destination_protocol, DestinationProtocol::Http1);
         assert_eq!(d.h2_max_streams, 100);
+        assert_eq!(d.send_timeout, Some(Duration::from_secs(60)));
         let c = with(&[
             ("TCP_KEEPALIVE", "0"),
             ("VPC_ENDPOINT_HEADER", ""),
@@ -444,6 +453,7 @@ mod tests {
             "CONNECT_TIMEOUT",
             "RESPONSE_TIMEOUT",
             "WEBSOCKET_IDLE_TIMEOUT",
+            "SEND_TIMEOUT",
             "MAX_CONNECTIONS",
             "MAX_HEADER_BYTES",
             "MAX_BODY_BYTES",

@@ -2,14 +2,12 @@
 //! back ([`h1_exchange`]), that head rewritten for the client, and the body copied to the
 //! client as it arrives.
 
-use std::io::{self, IoSlice};
-
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{until, Client, Counts, Plan};
+use super::{until, Client, Plan};
 use crate::chunked::Chunked;
 use crate::error::UpstreamError;
 use crate::h1_exchange::{self, Judged};
@@ -97,17 +95,7 @@ pub(super) async fn exchange(
             return refuse(conn, UpstreamError::Timeout, why, plan).await;
         }
     };
-    let client = conn.ctx.forwarding.client;
-    let clean = relay_body(
-        client,
-        &mut conn.stream,
-        &mut app,
-        out,
-        &reply,
-        ubuf,
-        conn.counts,
-    )
-    .await?;
+    let clean = relay_body(conn, &mut app, out, &reply, ubuf).await?;
     if clean && reply.reusable {
         upstream.put_plain(app);
     }
@@ -117,14 +105,13 @@ pub(super) async fn exchange(
 /// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
 /// body ended exactly where its framing said, so the app's connection can be used again.
 async fn relay_body(
-    client_addr: std::net::SocketAddr,
-    client: &mut TcpStream,
+    client: &mut Client<'_>,
     app: &mut TcpStream,
     head: &[u8],
     reply: &Reply,
     ubuf: &mut BytesMut,
-    counts: &mut Counts,
 ) -> Result<bool, &'static str> {
+    let client_addr = client.ctx.forwarding.client;
     ubuf.advance(reply.head_len);
     let mut left = match reply.framing {
         Framing::Length(n) => n,
@@ -147,10 +134,11 @@ async fn relay_body(
             Framing::Close => (ubuf.len(), false),
         };
         let head = first.take().unwrap_or_default();
-        write_two(client, head, &ubuf[..take])
+        client
+            .write(head, &ubuf[..take])
             .await
             .map_err(|_| "client write error")?;
-        counts.written += (head.len() + take) as u64;
+        client.counts.written += (head.len() + take) as u64;
         ubuf.advance(take);
         if done {
             // Bytes past the end of the response mean the app and the proxy disagree on framing.
@@ -169,21 +157,6 @@ async fn relay_body(
     }
 }
 
-/// Writes `a` then `b` in as few system calls as the socket allows.
-async fn write_two(w: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
-    let mut slices = [IoSlice::new(a), IoSlice::new(b)];
-    let mut bufs = &mut slices[..];
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        let n = w.write_vectored(bufs).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut bufs, n);
-    }
-    Ok(())
-}
-
 /// Logs an upstream failure and gives the client the answer every path gives for it.
 async fn refuse(
     conn: &mut Client<'_>,
@@ -196,8 +169,7 @@ async fn refuse(
     let (status, text) = env.upstream.fail(client, env.metrics, kind, &why);
     let close = plan.rules.close || env.drain.stop_accepting.is_set();
     let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
-    conn.stream
-        .write_all(&bytes)
+    conn.write(&bytes, &[])
         .await
         .map_err(|_| "client write error")?;
     conn.counts.written += bytes.len() as u64;

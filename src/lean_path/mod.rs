@@ -13,13 +13,14 @@
 
 mod exchange;
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::pin::{pin, Pin};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
@@ -31,6 +32,7 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::request_head::{self, Head, HeadLimits, MAX_HEADERS};
 use crate::rules::{BodyLength, Refusal, RequestRules};
+use crate::send_timeout::SendClock;
 use crate::shutdown::{Drain, Watch};
 use crate::upstream::Upstream;
 
@@ -88,10 +90,35 @@ struct Client<'a> {
     env: &'a Env<'a>,
     ctx: &'a ConnCtx,
     stream: TcpStream,
+    /// `SEND_TIMEOUT` for every write to `stream`.
+    send: SendClock,
     counts: &'a mut Counts,
     /// The one timer behind every clock of the connection (see [`until`]).
     timer: Pin<Box<Sleep>>,
     stop: Watch<'a>,
+}
+
+impl Client<'_> {
+    /// Writes `a` then `b` to the client in as few system calls as the socket allows, within
+    /// `SEND_TIMEOUT`.
+    async fn write(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(a), IoSlice::new(b)];
+        let mut bufs = &mut slices[..];
+        IoSlice::advance_slices(&mut bufs, 0);
+        let (stream, send) = (&mut self.stream, &mut self.send);
+        while !bufs.is_empty() {
+            let n = poll_fn(|cx| {
+                let attempt = Pin::new(&mut *stream).poll_write_vectored(cx, bufs);
+                send.poll(cx, attempt)
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
 }
 
 /// Serves requests on `client` until it closes or needs hyper. `buf` holds what was read past
@@ -107,6 +134,7 @@ pub(crate) async fn serve(
         env,
         ctx,
         stream: client,
+        send: SendClock::new(env.config.send_timeout, ctx.forwarding.client, "http1"),
         counts,
         timer: Box::pin(tokio::time::sleep(env.config.keepalive_timeout)),
         stop: Watch::new(&env.drain.stop_accepting),
@@ -121,7 +149,7 @@ pub(crate) async fn serve(
             Step::Handoff => return Outcome::Handoff(conn.stream, buf),
             Step::Refuse(refusal, head) => {
                 let answer = request_head::refuse(&ctx.forwarding, env.metrics, refusal, head);
-                if conn.stream.write_all(&answer).await.is_ok() {
+                if conn.write(&answer, &[]).await.is_ok() {
                     conn.counts.written += answer.len() as u64;
                 }
                 return Outcome::Closed("request refused");

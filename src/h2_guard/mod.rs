@@ -10,15 +10,23 @@
 //! connection shortly after. The GOAWAY is written at a frame boundary of what h2 was
 //! sending, so the client sees well-formed frames up to it. A gRPC keepalive or BDP ping, or
 //! a browser's, comes nowhere near the limit.
+//!
+//! The connection task can cut a client off the same way (its debug data `SEND_TIMEOUT`) when
+//! the client has taken none of its responses' data for that long
+//! ([`crate::send_timeout`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use frames::{Cursor, Rate};
+
+mod frames;
 
 /// More PING (or SETTINGS) frames than this within a second end the connection.
 pub(crate) const CONTROL_FRAMES_PER_SECOND: u32 = 1000;
@@ -27,6 +35,8 @@ const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const HEADERS: u8 = 0x1;
 const ACK: u8 = 0x1;
+/// Not a frame type: the verdict for a client that stopped reading.
+const STALLED: u8 = 0xff;
 /// RFC 9113 §7.
 const ENHANCE_YOUR_CALM: u32 = 0xb;
 /// The client's connection preface, which precedes its first frame.
@@ -34,11 +44,17 @@ const PREFACE_LEN: usize = crate::preface::PREFACE.len();
 /// What a flooding client's further bytes are read and dropped in, per poll.
 const DISCARD_PER_POLL: usize = 64 * 1024;
 
-/// Which flood a connection was cut off for, shared with the connection task.
+/// Why a connection was cut off (a flood, or the client no longer reading), shared with the
+/// connection task.
 #[derive(Default)]
 pub(crate) struct Verdict(AtomicU8);
 
 impl Verdict {
+    /// The connection task's verdict: the client took nothing within `SEND_TIMEOUT`.
+    pub(crate) fn stalled(&self) {
+        self.0.store(STALLED, Ordering::Relaxed);
+    }
+
     /// The kind of frame that flooded (`"PING"` or `"SETTINGS"`), once one has.
     pub(crate) fn flood(&self) -> Option<&'static str> {
         match self.0.load(Ordering::Relaxed) {
@@ -46,73 +62,6 @@ impl Verdict {
             SETTINGS => Some("SETTINGS"),
             _ => None,
         }
-    }
-}
-
-/// Where a byte stream of frames stands: inside a frame's payload, or in a frame header.
-#[derive(Default)]
-struct Cursor {
-    /// Payload bytes of the current frame still to come.
-    payload_left: usize,
-    /// The frame header read so far.
-    header: [u8; 9],
-    /// How much of `header` has arrived.
-    header_len: usize,
-}
-
-impl Cursor {
-    /// Walks `bytes`, handing each complete frame header (type, flags, stream id) to `seen`.
-    fn walk(&mut self, mut bytes: &[u8], mut seen: impl FnMut(u8, u8, u32)) {
-        while !bytes.is_empty() {
-            if self.payload_left > 0 {
-                let n = self.payload_left.min(bytes.len());
-                self.payload_left -= n;
-                bytes = &bytes[n..];
-                continue;
-            }
-            let n = (9 - self.header_len).min(bytes.len());
-            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-            self.header_len += n;
-            bytes = &bytes[n..];
-            if self.header_len == 9 {
-                let h = &self.header;
-                self.payload_left =
-                    usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
-                self.header_len = 0;
-                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-                seen(h[3], h[4], stream);
-            }
-        }
-    }
-
-    /// Bytes until the next point where the walk knows more: the end of the current payload
-    /// or header; 0 at a frame boundary.
-    fn to_boundary(&self) -> usize {
-        if self.payload_left > 0 {
-            self.payload_left
-        } else if self.header_len > 0 {
-            9 - self.header_len
-        } else {
-            0
-        }
-    }
-}
-
-/// Control frames of one kind within the current second.
-#[derive(Default)]
-struct Rate {
-    since: Option<Instant>,
-    count: u32,
-}
-
-impl Rate {
-    /// Counts one frame; true when that makes a flood.
-    fn count(&mut self, now: Instant) -> bool {
-        match self.since {
-            Some(t) if now.duration_since(t) < Duration::from_secs(1) => self.count += 1,
-            _ => (self.since, self.count) = (Some(now), 1),
-        }
-        self.count > CONTROL_FRAMES_PER_SECOND
     }
 }
 
@@ -137,10 +86,7 @@ impl<T> Guarded<T> {
     pub(crate) fn new(inner: T, verdict: Arc<Verdict>) -> Self {
         Guarded {
             inner,
-            inbound: Cursor {
-                payload_left: PREFACE_LEN,
-                ..Cursor::default()
-            },
+            inbound: Cursor::after(PREFACE_LEN),
             outbound: Cursor::default(),
             pings: Rate::default(),
             settings: Rate::default(),
@@ -170,21 +116,34 @@ impl<T> Guarded<T> {
         });
         if flood != 0 && self.goaway.is_none() {
             self.verdict.0.store(flood, Ordering::Relaxed);
-            self.goaway = Some(GoAway {
-                frame: goaway(self.last_stream, flood),
-                written: 0,
-                closed: false,
-            });
+            self.cut(flood);
         }
+    }
+
+    /// Prepares the GOAWAY for `kind`; from now on the client is cut off.
+    fn cut(&mut self, kind: u8) {
+        self.goaway = Some(GoAway {
+            frame: goaway(self.last_stream, kind),
+            written: 0,
+            closed: false,
+        });
+    }
+
+    /// Whether the client is cut off, by a flood found here or the connection task's verdict.
+    fn judged(&mut self) -> bool {
+        if self.goaway.is_none() && self.verdict.0.load(Ordering::Relaxed) == STALLED {
+            self.cut(STALLED);
+        }
+        self.goaway.is_some()
     }
 }
 
-/// GOAWAY `ENHANCE_YOUR_CALM` naming the flood in its debug data.
+/// GOAWAY `ENHANCE_YOUR_CALM` naming the flood (or the stall) in its debug data.
 fn goaway(last_stream: u32, flood: u8) -> Vec<u8> {
-    let debug: &[u8] = if flood == PING {
-        b"PING flood"
-    } else {
-        b"SETTINGS flood"
+    let debug: &[u8] = match flood {
+        PING => b"PING flood",
+        SETTINGS => b"SETTINGS flood",
+        _ => b"SEND_TIMEOUT",
     };
     let len = 8 + debug.len();
     let mut f = Vec::with_capacity(9 + len);
@@ -255,7 +214,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.goaway.is_some() {
+        if this.judged() {
             return this.poll_discard(cx);
         }
         let before = buf.filled().len();
@@ -278,7 +237,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.goaway.is_some() {
+        if this.judged() {
             return this.poll_write_flooded(cx, buf);
         }
         let n = ready!(Pin::new(&mut this.inner).poll_write(cx, buf))?;
@@ -292,7 +251,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.goaway.is_some() {
+        if this.judged() {
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())
@@ -336,50 +295,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend_from_slice(&[kind, flags]);
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-
-    #[test]
-    fn the_cursor_finds_every_frame_header_however_the_bytes_are_split() {
-        let mut stream = crate::preface::PREFACE.to_vec();
-        stream.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100]));
-        stream.extend(frame(HEADERS, 0x5, 1, &[0x82; 20]));
-        stream.extend(frame(PING, ACK, 0, &[1; 8]));
-        let want = vec![(SETTINGS, 0, 0), (HEADERS, 0x5, 1), (PING, ACK, 0)];
-        for split in 0..=stream.len() {
-            let mut c = Cursor {
-                payload_left: PREFACE_LEN,
-                ..Cursor::default()
-            };
-            let mut seen = Vec::new();
-            c.walk(&stream[..split], |k, f, s| seen.push((k, f, s)));
-            c.walk(&stream[split..], |k, f, s| seen.push((k, f, s)));
-            assert_eq!(seen, want, "split at {split}");
-            assert_eq!(c.to_boundary(), 0);
-        }
-    }
-
-    #[test]
-    fn a_flood_is_more_than_the_limit_within_one_second() {
-        let t0 = Instant::now();
-        let mut r = Rate::default();
-        for _ in 0..CONTROL_FRAMES_PER_SECOND {
-            assert!(!r.count(t0));
-        }
-        assert!(r.count(t0 + Duration::from_millis(900)));
-        let mut r = Rate::default();
-        for i in 0..3 * CONTROL_FRAMES_PER_SECOND {
-            // A steady 999 a second never trips it.
-            let at = t0 + Duration::from_micros(u64::from(i) * 1_001_001 / 1000);
-            assert!(!r.count(at), "frame {i}");
-        }
-    }
 
     #[test]
     fn the_goaway_names_the_last_stream_and_the_flood() {
