@@ -6,9 +6,10 @@
 //! CONNECT (RFC 8441) and go to the app as an HTTP/1.1 upgrade.
 //!
 //! What bounds a connection: `H2_MAX_STREAMS` concurrent streams, fixed flow-control windows
-//! (so a client that never reads holds at most a window per stream), `MAX_HEADER_BYTES` for
-//! the header list, h2's limits on reset streams (rapid reset) and CONTINUATION frames, and
-//! `h2_guard`'s on PING and SETTINGS floods; a client that trips one gets GOAWAY and a warning.
+//! (so a client that never reads holds at most a window per stream, and only until
+//! `SEND_TIMEOUT`), `MAX_HEADER_BYTES` for the header list, h2's limits on reset streams
+//! (rapid reset) and CONTINUATION frames, and `h2_guard`'s on PING and SETTINGS floods; a
+//! client that trips one gets GOAWAY and a warning.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
