@@ -6,10 +6,12 @@
 //! `main.rs` only reads the configuration, sets up logging and passes the shutdown signal.
 //!
 //! The modules, leaves first: `error`, `rules` (every HTTP rule), `chunked`, `forwarding`,
-//! `body`, `config` and `settings`, `proxy_header`, `metrics`, `shutdown`, `logging`;
-//! then `request_head` and `upstream`; then the paths: `lean_path`, `client_io` (the head gate
-//! in front of hyper), `hyper_path`, `tunnel`, `health`, `redirect`; then `connection`,
-//! `listener`, `metrics_listener` and `server` on top.
+//! `body`, `config` and `settings`, `proxy_header`, `preface`, `h2_guard`, `h2_streams`,
+//! `send_timeout`, `metrics`, `shutdown`, `logging`; then `request_head`, `upstream` and
+//! `upstream_h2`; then the paths: `lean_path`, `h2_to_h1`, `client_io` (the head gate in
+//! front of hyper), `hyper_path`, `h2c_path`, `tunnel`, `health`, `redirect`; then
+//! `h2_websocket`, `h2_body`, `h2_server`, `connection`, `listener`, `metrics_listener` and
+//! `server` on top. README's "Development" section says what each holds.
 
 mod body;
 mod chunked;
