@@ -264,21 +264,7 @@ async fn websockets_over_h2_reach_an_http1_app() {
     let app = start_app().await;
     let proxy = start_proxy(config_for(app.addr)).await;
     let mut c = h2_client(proxy.tls, &v1("203.0.113.55", 443)).await;
-    let mut r = Request::builder()
-        .method(Method::CONNECT)
-        .uri("https://chat.example/ws")
-        .header("sec-websocket-version", "13")
-        .body(BodyExt::boxed(StreamBody::new(
-            futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>(),
-        )))
-        .unwrap();
-    r.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut resp = within("extended CONNECT", c.send_request(r)).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let upgraded = within("upgrade", hyper::upgrade::on(&mut resp))
-        .await
-        .unwrap();
+    let upgraded = h2_websocket(&mut c).await;
     let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
         hyper_util::rt::TokioIo::new(upgraded),
         Role::Client,

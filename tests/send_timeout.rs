@@ -5,14 +5,9 @@
 
 mod common;
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request};
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::Frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -21,6 +16,16 @@ use common::*;
 const LIMIT: Duration = Duration::from_secs(1);
 /// A download far larger than every socket buffer between the proxy and the client.
 const BIG: usize = 64 << 20;
+
+/// The app, and the proxy in front of it with a SEND_TIMEOUT of [`LIMIT`], its logs captured.
+async fn start() -> (App, Running, tracing::subscriber::DefaultGuard, Logs) {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.send_timeout = Some(LIMIT);
+    let proxy = start_proxy(config).await;
+    let (guard, logs) = capture_logs();
+    (app, proxy, guard, logs)
+}
 
 /// Connects with a small receive buffer, so the proxy's writes block soon after the client
 /// stops reading.
@@ -92,11 +97,7 @@ async fn a_client_that_stops_reading_a_response_is_cut_off_on_both_http1_paths()
         ),
     ];
     for (client, request) in cases {
-        let app = start_app().await;
-        let mut config = config_for(app.addr);
-        config.send_timeout = Some(LIMIT);
-        let proxy = start_proxy(config).await;
-        let (_guard, logs) = capture_logs();
+        let (app, proxy, _guard, logs) = start().await;
         let mut s = connect_small(proxy.tls).await;
         s.write_all(&[v1(client, 443), request.into_bytes()].concat())
             .await
@@ -108,11 +109,7 @@ async fn a_client_that_stops_reading_a_response_is_cut_off_on_both_http1_paths()
 
 #[tokio::test]
 async fn a_websocket_client_that_stops_reading_is_cut_off() {
-    let app = start_app().await;
-    let mut config = config_for(app.addr);
-    config.send_timeout = Some(LIMIT);
-    let proxy = start_proxy(config).await;
-    let (_guard, logs) = capture_logs();
+    let (app, proxy, _guard, logs) = start().await;
     let client = "198.51.100.33";
     let s = connect_small(proxy.tls).await;
     let (mut read, mut write) = s.into_split();
@@ -137,28 +134,10 @@ async fn a_websocket_client_that_stops_reading_is_cut_off() {
 
 #[tokio::test]
 async fn a_websocket_over_h2_client_that_stops_reading_is_cut_off() {
-    let app = start_app().await;
-    let mut config = config_for(app.addr);
-    config.send_timeout = Some(LIMIT);
-    let proxy = start_proxy(config).await;
-    let (_guard, logs) = capture_logs();
+    let (app, proxy, _guard, logs) = start().await;
     let client = "198.51.100.34";
     let mut c = h2_client(proxy.tls, &v1(client, 443)).await;
-    let mut r = Request::builder()
-        .method(Method::CONNECT)
-        .uri("https://chat.example/ws")
-        .header("sec-websocket-version", "13")
-        .body(BodyExt::boxed(StreamBody::new(
-            futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>(),
-        )))
-        .unwrap();
-    r.extensions_mut()
-        .insert(hyper::ext::Protocol::from_static("websocket"));
-    let mut resp = within("extended CONNECT", c.send_request(r)).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let upgraded = within("upgrade", hyper::upgrade::on(&mut resp))
-        .await
-        .unwrap();
+    let upgraded = h2_websocket(&mut c).await;
     let (_read, mut write) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
     let writer = tokio::spawn(async move {
         let frame = ws_frame();
@@ -171,11 +150,7 @@ async fn a_websocket_over_h2_client_that_stops_reading_is_cut_off() {
 
 #[tokio::test]
 async fn a_client_that_reads_slowly_is_not_cut_off() {
-    let app = start_app().await;
-    let mut config = config_for(app.addr);
-    config.send_timeout = Some(LIMIT);
-    let proxy = start_proxy(config).await;
-    let (_guard, logs) = capture_logs();
+    let (_app, proxy, _guard, logs) = start().await;
     let size = 16usize << 20;
     let mut s = connect_small(proxy.tls).await;
     let request = format!("GET /stream?{size} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");

@@ -219,6 +219,30 @@ pub async fn h2_client(
     sender
 }
 
+/// A WebSocket over HTTP/2 on `c`: an RFC 8441 extended CONNECT to `/ws`, answered `200`; the
+/// stream to talk on.
+pub async fn h2_websocket(
+    c: &mut hyper::client::conn::http2::SendRequest<
+        http_body_util::combinators::BoxBody<Bytes, Infallible>,
+    >,
+) -> hyper::upgrade::Upgraded {
+    let mut r = Request::builder()
+        .method(hyper::Method::CONNECT)
+        .uri("https://chat.example/ws")
+        .header("sec-websocket-version", "13")
+        .body(BodyExt::boxed(StreamBody::new(
+            futures_util::stream::pending::<Result<Frame<Bytes>, Infallible>>(),
+        )))
+        .unwrap();
+    r.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = within("extended CONNECT", c.send_request(r)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    within("upgrade", hyper::upgrade::on(&mut resp))
+        .await
+        .unwrap()
+}
+
 /// Held by an app connection and by the task that serves its upgraded stream; the last one
 /// to go marks the connection closed.
 struct OpenGuard(Arc<AtomicUsize>);
