@@ -64,11 +64,6 @@ impl SendClock {
         }
     }
 
-    /// The client whose writes this times.
-    pub(crate) fn client(&self) -> SocketAddr {
-        self.client
-    }
-
     /// Passes on the outcome of one write attempt. A write that has been pending for the
     /// limit, counted from the first attempt that could not go out, becomes `TimedOut`.
     pub(crate) fn poll<T>(

@@ -43,6 +43,15 @@ impl Limits {
             send: config.send_timeout,
         }
     }
+
+    /// The clocks for writes to the client (`SEND_TIMEOUT`) and to the app (none: it is the
+    /// client's clock).
+    fn clocks(&self, client: SocketAddr) -> (SendClock, SendClock) {
+        (
+            SendClock::new(self.send, client, "tunnel"),
+            SendClock::new(None, client, "tunnel"),
+        )
+    }
 }
 
 /// Waits for both sides of an accepted upgrade, then joins them until they close.
@@ -72,11 +81,11 @@ pub(crate) async fn run(
     let mut upstream_stream = io.into_inner();
     metrics.tunnel_opened();
     let started = Instant::now();
-    let clock = SendClock::new(limits.send, client_addr, "tunnel");
+    let (to_client_clock, to_app_clock) = limits.clocks(client_addr);
     let result = splice(
-        (&mut client_stream, clock),
+        (&mut client_stream, to_client_clock),
         to_app,
-        &mut upstream_stream,
+        (&mut upstream_stream, to_app_clock),
         to_client,
         limits.idle,
     )
@@ -135,13 +144,13 @@ thread_local! {
 }
 
 /// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
-/// or nothing moved for `idle_timeout`; writes to `a` (the client) go by its clock. Returns
+/// or nothing moved for `idle_timeout`; writes to each side go by that side's clock. Returns
 /// the bytes sent to `b` and to `a`.
 #[allow(clippy::type_complexity)]
 pub(crate) async fn splice(
     (a, mut to_a): (&mut TcpStream, SendClock),
     a_to_b: Vec<u8>,
-    b: &mut TcpStream,
+    (b, mut to_b): (&mut TcpStream, SendClock),
     b_to_a: Vec<u8>,
     idle_timeout: Option<std::time::Duration>,
 ) -> Result<(u64, u64), (u64, u64, io::Error)> {
@@ -157,8 +166,6 @@ pub(crate) async fn splice(
     };
     let mut idle = pin!(tokio::time::sleep(idle_timeout.unwrap_or_default()));
     let mut moved = 0;
-    // The app is not held to SEND_TIMEOUT: it is the client's clock.
-    let mut to_b = SendClock::new(None, to_a.client(), "tunnel");
     poll_fn(|cx| {
         let result = SCRATCH.with(|scratch| {
             let scratch = &mut scratch.borrow_mut()[..];
@@ -268,9 +275,9 @@ pub(crate) async fn join_upgraded(
         return;
     };
     let activity = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let clock = SendClock::new(limits.send, client_addr, "tunnel");
-    let mut client = Active::new(TokioIo::new(client), activity.clone(), Some(clock));
-    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone(), None);
+    let (to_client, to_app) = limits.clocks(client_addr);
+    let mut client = Active::new(TokioIo::new(client), activity.clone(), to_client);
+    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone(), to_app);
     metrics.tunnel_opened();
     let started = Instant::now();
     let copied = tokio::io::copy_bidirectional(&mut client, &mut upstream);
@@ -302,19 +309,19 @@ async fn idle_for(limit: std::time::Duration, activity: &std::sync::atomic::Atom
     }
 }
 
-/// A stream that counts every read and write into a shared activity counter; the client's
-/// side has a clock for its writes.
+/// A stream that counts every read and write into a shared activity counter, its writes timed
+/// by `send`.
 struct Active<T> {
     inner: T,
     activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    send: Option<SendClock>,
+    send: SendClock,
 }
 
 impl<T> Active<T> {
     fn new(
         inner: T,
         activity: std::sync::Arc<std::sync::atomic::AtomicU64>,
-        send: Option<SendClock>,
+        send: SendClock,
     ) -> Self {
         Active {
             inner,
@@ -351,10 +358,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let mut r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Some(clock) = &mut this.send {
-            r = clock.poll(cx, r);
-        }
+        let attempt = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let r = this.send.poll(cx, attempt);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
             self.moved();
         }
