@@ -35,7 +35,7 @@ use crate::preface::{self, Prefixed, Protocol, Silence};
 use crate::proxy_header::read_origin;
 use crate::shared::Shared;
 use crate::shutdown::Watch;
-use crate::{h2_server, health, logging, redirect, rules, tunnel};
+use crate::{access_log, h2_server, health, redirect, rules, tunnel};
 
 /// Runs one accepted connection to its end. Never panics on anything the peer sends.
 pub(crate) async fn serve(
@@ -303,7 +303,7 @@ async fn handle(
         shared.metrics.health_check(resp.status());
     }
     if !ping || shared.config.log_health_checks {
-        logging::access(
+        access_log::record(
             &ctx.forwarding,
             "http1",
             method.as_str(),

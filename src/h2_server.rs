@@ -44,7 +44,7 @@ use crate::rules::BodyLength;
 use crate::send_timeout::{self, StallWatch, Stalls};
 use crate::shared::Shared;
 use crate::shutdown::Watch;
-use crate::{h2_to_h1, h2_websocket, h2c_path, health, logging, redirect, rules};
+use crate::{access_log, h2_to_h1, h2_websocket, h2c_path, health, redirect, rules};
 
 /// Flow-control window per stream: what a client that never reads can make the proxy hold.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -233,7 +233,7 @@ async fn stream(
     }
     if !ping || shared.config.log_health_checks {
         let upstream = upstream.then_some(elapsed);
-        logging::access(
+        access_log::record(
             &ctx.forwarding,
             "h2",
             method.as_str(),

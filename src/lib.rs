@@ -7,12 +7,13 @@
 //!
 //! The modules, leaves first: `error`, `rules` (every HTTP rule), `chunked`, `forwarding`,
 //! `body`, `config` and `settings`, `proxy_header`, `preface`, `h2_guard`, `h2_streams`,
-//! `send_timeout`, `metrics`, `shutdown`, `logging`; then `request_head`, `upstream` and
-//! `upstream_h2`; then the paths: `lean_path`, `h2_to_h1`, `client_io` (the head gate in
+//! `send_timeout`, `metrics`, `shutdown`, `log_time`, `access_log`, `logging`; then
+//! `request_head`, `upstream` and `upstream_h2`; then the paths: `lean_path`, `h2_to_h1`, `client_io` (the head gate in
 //! front of hyper), `hyper_path`, `h2c_path`, `tunnel`, `health`, `redirect`; then
 //! `h2_websocket`, `h2_body`, `h2_server`, `connection`, `listener`, `metrics_listener` and
 //! `server` on top. README's "Development" section says what each holds.
 
+mod access_log;
 mod body;
 mod chunked;
 mod client_io;
@@ -34,6 +35,7 @@ pub mod health;
 mod hyper_path;
 mod lean_path;
 mod listener;
+mod log_time;
 pub mod logging;
 pub mod metrics;
 mod metrics_listener;

@@ -13,8 +13,8 @@ use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
 
+use crate::access_log::Lines;
 use crate::config::LogFormat;
-use crate::forwarding::Forwarding;
 
 /// Batched lines not yet written to stdout.
 static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -37,11 +37,15 @@ pub fn init(format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(BatchedStdout);
     match format {
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(false)
+            .map_event_format(|other| Lines { other, json: false })
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
+            .map_event_format(|other| Lines { other, json: true })
             .init(),
     }
     let flusher = std::thread::Builder::new()
@@ -55,40 +59,6 @@ pub fn init(format: LogFormat) {
     }
     if let Some(msg) = bad {
         tracing::warn!("{msg}");
-    }
-}
-
-/// The access log: one line per request, from every HTTP path; the VPC endpoint id only when
-/// the client came through one.
-pub(crate) fn access(
-    from: &Forwarding,
-    protocol: &'static str,
-    method: &str,
-    path: &str,
-    status: http::StatusCode,
-    upstream: Option<Duration>,
-) {
-    let upstream_ms = upstream.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
-    match from.vpce() {
-        Some(vpce) => tracing::info!(
-            target: "access",
-            client = %from.client,
-            protocol,
-            method = %method,
-            path = path,
-            status = status.as_u16(),
-            upstream_ms,
-            vpce,
-        ),
-        None => tracing::info!(
-            target: "access",
-            client = %from.client,
-            protocol,
-            method = %method,
-            path = path,
-            status = status.as_u16(),
-            upstream_ms,
-        ),
     }
 }
 

@@ -24,11 +24,11 @@ use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::access_log;
 use crate::config::Config;
 use crate::conn_state::ConnCtx;
 use crate::forwarding::Forwarding;
 use crate::h1_exchange;
-use crate::logging;
 use crate::metrics::Metrics;
 use crate::request_head::{self, Head, HeadLimits, MAX_HEADERS};
 use crate::rules::{BodyLength, Refusal, RequestRules};
@@ -177,7 +177,7 @@ pub(crate) async fn serve(
         };
         env.metrics.request(false, status, elapsed);
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
-        logging::access(
+        access_log::record(
             &ctx.forwarding,
             "http1",
             text(&plan.method),
