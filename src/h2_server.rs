@@ -284,6 +284,8 @@ async fn to_app(
             Err(answer) => answer.map(Either::Left),
         };
     }
+    // The futures of the paths below are boxed: inline, they made every stream's future 9 KB
+    // rather than 2.7 KB, copied each time hyper hands a stream on, for the few that take them.
     // Each stream drives its own upstream link: streams run in tasks of their own.
     let sctx = Arc::new(ConnCtx::new(ctx.forwarding.clone(), ctx.port, false));
     let route = Route {
@@ -293,11 +295,21 @@ async fn to_app(
         ctx: &sctx,
     };
     if rules.upgrade.is_some() {
-        let resp = h2_websocket::forward(shared, &sctx, route, rules, authority, req).await;
+        let resp = Box::pin(h2_websocket::forward(
+            shared, &sctx, route, rules, authority, req,
+        ))
+        .await;
         return resp.map(Either::Left);
     }
     if !http1 {
-        let resp = h2c_path::forward(route, &shared.h2_upstream, rules, authority, req).await;
+        let resp = Box::pin(h2c_path::forward(
+            route,
+            &shared.h2_upstream,
+            rules,
+            authority,
+            req,
+        ))
+        .await;
         return resp.map(Either::Left);
     }
     let headers = req.headers_mut();
@@ -310,7 +322,7 @@ async fn to_app(
             headers.insert(header::COOKIE, value);
         }
     }
-    let resp = drive(shared, &sctx, hyper_path::forward(route, rules, req)).await;
+    let resp = Box::pin(drive(shared, &sctx, hyper_path::forward(route, rules, req))).await;
     *driven = Some(sctx);
     resp.map(Either::Left)
 }
