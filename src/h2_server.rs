@@ -225,7 +225,11 @@ async fn stream(
         upstream = true;
         to_app(&shared, &ctx, req, &mut out.driven).await
     };
-    let resp = for_h2(resp);
+    // The app's answers on the body-less path were built for HTTP/2 (`h2_to_h1::client_head`).
+    let resp = match resp.body() {
+        Either::Left(_) => for_h2(resp),
+        Either::Right(_) => resp,
+    };
     let elapsed = started.elapsed();
     shared.metrics.request(true, resp.status(), elapsed);
     if ping {
