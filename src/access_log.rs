@@ -34,27 +34,17 @@ pub(crate) fn record(
     upstream: Option<Duration>,
 ) {
     let upstream_ms = upstream.map_or(0.0, |d| d.as_micros() as f64 / 1000.0);
-    match from.vpce() {
-        Some(vpce) => tracing::info!(
-            target: TARGET,
-            client = %from.client,
-            protocol,
-            method = %method,
-            path = path,
-            status = status.as_u16(),
-            upstream_ms,
-            vpce,
-        ),
-        None => tracing::info!(
-            target: TARGET,
-            client = %from.client,
-            protocol,
-            method = %method,
-            path = path,
-            status = status.as_u16(),
-            upstream_ms,
-        ),
-    }
+    // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
+    tracing::info!(
+        target: TARGET,
+        client = %from.client,
+        protocol,
+        method = %method,
+        path = path,
+        status = status.as_u16(),
+        upstream_ms,
+        vpce = from.vpce(),
+    );
 }
 
 /// An event formatter: access events written directly, everything else by `other`.
