@@ -47,8 +47,19 @@ med() { python3 -c "import statistics, sys; v = [float(x) for x in sys.argv[1:] 
 wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened"; exit 1; }
 stop() { [ -n "${1:-}" ] && kill "$1" 2>/dev/null && wait "$1" 2>/dev/null || true; }
 
+# elb-ws-proxy logs as it would in production (access lines included), to a file on tmpfs, so a
+# failure can be explained afterwards; after each process its warnings and errors are kept in
+# $out/elb-ws-proxy.warnings and the file is emptied (a full run's access lines are gigabytes).
+: > "$out/elb-ws-proxy.warnings"
+ourlog=$(mktemp -p /dev/shm elb-ws-proxy-bench.XXXXXX 2>/dev/null || mktemp)
+keep_warnings() {
+  grep -E '^\S+ +(WARN|ERROR) ' "$ourlog" >> "$out/elb-ws-proxy.warnings" || true
+  : > "$ourlog"
+}
+stop_proxy() { stop "$proxy"; keep_warnings; }
+
 "$bin/examples/bench_backend" "127.0.0.1:$BACKEND" 2>/dev/null & backend=$!
-trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend' EXIT
+trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend; rm -f "$ourlog"' EXIT
 wait_port $BACKEND
 
 cat > "$out/elb.cfg" <<EOF
@@ -129,7 +140,7 @@ start_proxy() {
   case $1 in
     elb-ws-proxy)
       LISTEN_ON=$PLAIN LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
-        LISTEN_ADDRESS=127.0.0.1 RUST_LOG=info "$bin/elb-ws-proxy" >/dev/null 2>&1 & proxy=$! ;;
+        LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=info "$bin/elb-ws-proxy" >>"$ourlog" 2>&1 & proxy=$! ;;
     nginx-seed)
       mkdir -p "$out/nginx-body" "$out/nginx-proxy"
       nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;' 2>>"$out/nginx-error.log" & proxy=$! ;;
@@ -180,8 +191,13 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   local before after line
   mapfile -t procs < <(pids_of "$proxy")
   before=$(sum_status VmRSS "${procs[@]}")
-  coproc HOLDER { "$ws" hold "127.0.0.1:$ELB" "$HOLD"; }
-  read -r line <&"${HOLDER[0]}"
+  coproc HOLDER { "$ws" hold "127.0.0.1:$ELB" "$HOLD" 2>&1; }
+  if ! read -r line <&"${HOLDER[0]}" || [ "$line" != "open $HOLD" ]; then
+    echo "$name: the $HOLD WebSockets did not all open: ${line:-bench_ws ended}"
+    stop "$elb"; stop_proxy
+    [ "$name" = elb-ws-proxy ] && tail -n 20 "$out/elb-ws-proxy.warnings"
+    exit 1
+  fi
   sleep 2
   mapfile -t procs < <(pids_of "$proxy")
   after=$(sum_status VmRSS "${procs[@]}")
@@ -200,7 +216,7 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   echo "$name ws_mb_per_s $mbs" >> "$f"
 
   # Streaming, on a fresh proxy so its peak memory is this phase's alone.
-  stop "$elb"; stop "$proxy"; sleep 0.3
+  stop "$elb"; stop_proxy; sleep 0.3
   start_proxy "$name"
   haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
   wait_port $ELB
@@ -214,7 +230,7 @@ measure() { # $1 = name, $2 = file; appends "name key value" lines to it
   echo "$name download_s ${down% *}" >> "$f"
   echo "$name upload_s ${up% *}" >> "$f"
   echo "$name stream_peak_kib $(sum_status VmHWM "${procs[@]}")" >> "$f"
-  stop "$elb"; stop "$proxy"; sleep 0.5
+  stop "$elb"; stop_proxy; sleep 0.5
 }
 
 # HTTP/2 with prior knowledge after the PROXY header, as an NLB TLS listener with ALPN forwards
@@ -237,7 +253,7 @@ measure_h2() { # $1 = file; appends "name h2_rps value" and "name h2_cpu_us valu
         cpus[$name]="${cpus[$name]:-} $(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")"
         [ "$r" -gt "${best[$name]:-0}" ] && best[$name]=$r
       fi
-      stop "$elb"; stop "$proxy"; sleep 0.3
+      stop "$elb"; stop_proxy; sleep 0.3
     done
   done
   for name in "${PROXIES[@]}"; do
@@ -262,3 +278,4 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 python3 "$root/bench/report.py" "$out" "$DUR" "$RUNS" "$HOLD" "$STREAM" > "$root/bench/RESULTS.md"
 cat "$root/bench/RESULTS.md"
+echo "elb-ws-proxy's warnings and errors during the run: $(wc -l < "$out/elb-ws-proxy.warnings") (bench/out/elb-ws-proxy.warnings)"
