@@ -19,7 +19,9 @@ pub(crate) enum Chunked {
     Data(u64),
     /// After chunk data, where CRLF must follow.
     DataEnd,
-    /// In the trailer section, `seen` bytes into it.
+    /// In the trailer section, `seen` of its bytes (from the last-chunk line on) checked. The
+    /// section is settled only once whole, so a bad trailer never lets a last chunk through
+    /// that would make a cut body look complete.
     Trailers(usize),
     /// The body has ended.
     Done,
@@ -29,7 +31,7 @@ impl Chunked {
     /// Scans `bytes`, which start where the previous call stopped. Returns how many of them
     /// are settled body bytes and whether the body ended there. Bytes past the settled ones
     /// that were not taken are the start of a line not yet whole: pass them again, with more.
-    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), &'static str> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), Malformed> {
         self.scan(bytes, false, &mut |_| {})
     }
 
@@ -42,7 +44,7 @@ impl Chunked {
         bytes: &[u8],
         trailer: &mut dyn FnMut(&[u8]),
     ) -> Result<(usize, usize, bool), &'static str> {
-        let (skip, done) = self.scan(bytes, true, trailer)?;
+        let (skip, done) = self.scan(bytes, true, trailer).map_err(|m| m.why)?;
         if let Chunked::Data(left) = *self {
             let data = left.min((bytes.len() - skip) as u64);
             *self = if data == left {
@@ -61,28 +63,40 @@ impl Chunked {
         bytes: &[u8],
         stop_at_data: bool,
         trailer: &mut dyn FnMut(&[u8]),
-    ) -> Result<(usize, bool), &'static str> {
+    ) -> Result<(usize, bool), Malformed> {
         let mut i = 0;
+        self.scan_from(bytes, &mut i, stop_at_data, trailer)
+            .map_err(|why| Malformed { settled: i, why })
+    }
+
+    /// [`Chunked::scan`], counting settled bytes in `i`: on an error they are all that is good.
+    fn scan_from(
+        &mut self,
+        bytes: &[u8],
+        i: &mut usize,
+        stop_at_data: bool,
+        trailer: &mut dyn FnMut(&[u8]),
+    ) -> Result<(usize, bool), &'static str> {
         loop {
-            let rest = &bytes[i..];
+            let rest = &bytes[*i..];
             match *self {
-                Chunked::Done => return Ok((i, true)),
-                Chunked::Data(_) if stop_at_data => return Ok((i, false)),
+                Chunked::Done => return Ok((*i, true)),
+                Chunked::Data(_) if stop_at_data => return Ok((*i, false)),
                 Chunked::Data(left) => {
                     let take = left.min(rest.len() as u64);
-                    i += take as usize;
+                    *i += take as usize;
                     if take < left {
                         *self = Chunked::Data(left - take);
-                        return Ok((i, false));
+                        return Ok((*i, false));
                     }
                     *self = Chunked::DataEnd;
                 }
                 Chunked::DataEnd => match rest {
                     [b'\r', b'\n', ..] => {
-                        i += 2;
+                        *i += 2;
                         *self = Chunked::Size;
                     }
-                    [] | [b'\r'] => return Ok((i, false)),
+                    [] | [b'\r'] => return Ok((*i, false)),
                     _ => return Err("CRLF expected after chunk data"),
                 },
                 Chunked::Size => match httparse::parse_chunk_size(rest) {
@@ -94,10 +108,11 @@ impl Chunked {
                         if line.contains(&b'\n') {
                             return Err("bare LF in a chunk-size line");
                         }
-                        i += n;
+                        // The last-chunk line is settled with the trailer section after it.
                         *self = if size == 0 {
-                            Chunked::Trailers(0)
+                            Chunked::Trailers(n)
                         } else {
+                            *i += n;
                             Chunked::Data(size)
                         };
                     }
@@ -105,39 +120,51 @@ impl Chunked {
                         if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
                             return Err("missing chunk size");
                         }
-                        return Ok((i, false));
+                        return Ok((*i, false));
                     }
                     Ok(httparse::Status::Partial) => return Err("chunk-size line too long"),
                     Err(_) => return Err("invalid chunk size"),
                 },
                 Chunked::Trailers(seen) => {
-                    let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
-                        if seen + rest.len() > MAX_TRAILERS {
+                    let unchecked = &rest[seen..];
+                    let Some(end) = unchecked.windows(2).position(|w| w == b"\r\n") else {
+                        if seen + unchecked.len() > MAX_TRAILERS {
                             return Err("trailer section too large");
                         }
-                        if rest.contains(&b'\n') || rest.windows(2).any(|w| w[0] == b'\r') {
+                        if unchecked.contains(&b'\n') || unchecked.windows(2).any(|w| w[0] == b'\r')
+                        {
                             return Err("bare CR or LF in a trailer");
                         }
-                        return Ok((i, false));
+                        return Ok((*i, false));
                     };
-                    let line = &rest[..end];
-                    i += end + 2;
+                    let line = &unchecked[..end];
+                    let seen = seen + end + 2;
                     if line.is_empty() {
+                        *i += seen;
                         *self = Chunked::Done;
                         continue;
                     }
-                    if seen + end + 2 > MAX_TRAILERS {
+                    if seen > MAX_TRAILERS {
                         return Err("trailer section too large");
                     }
                     if !is_header_field(line) {
                         return Err("malformed trailer field");
                     }
                     trailer(line);
-                    *self = Chunked::Trailers(seen + end + 2);
+                    *self = Chunked::Trailers(seen);
                 }
             }
         }
     }
+}
+
+/// A chunked body that breaks its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Malformed {
+    /// How many of the bytes passed in were good body bytes before the fault.
+    pub(crate) settled: usize,
+    /// What is wrong.
+    pub(crate) why: &'static str,
 }
 
 /// Whether `line` (without its CRLF) is one `name: value` header field.
@@ -165,7 +192,7 @@ mod tests {
         let (mut settled, mut pending) = (0, Vec::new());
         for piece in body.chunks(step) {
             pending.extend_from_slice(piece);
-            let (n, done) = state.feed(&pending)?;
+            let (n, done) = state.feed(&pending).map_err(|m| m.why)?;
             settled += n;
             pending.drain(..n);
             if done {
@@ -186,6 +213,22 @@ mod tests {
         assert_eq!(scan(&next, next.len()), Ok((body.len(), true)));
         assert_eq!(scan(b"0\r\n\r\n", 1), Ok((5, true)));
         assert_eq!(scan(b"A\r\n0123456789\r\n", 3), Ok((15, false)));
+        // The last chunk and its trailers are settled together, once the section is whole.
+        for step in 1..=18 {
+            assert_eq!(scan(b"3\r\nabc\r\n0\r\nX: 1\r\n", step), Ok((8, false)));
+        }
+    }
+
+    #[test]
+    fn a_fault_reports_the_good_bytes_before_it() {
+        for (bad, settled) in [
+            (&b"3\r\nabc\r\n5 zz\r\nhello\r\n"[..], 8),
+            (b"3\r\nabc\r\n0\r\nX: 1\r\nnot a field\r\n\r\n", 8),
+            (b"3\r\nabcX", 6),
+        ] {
+            let bad = Chunked::default().feed(bad).unwrap_err();
+            assert_eq!(bad.settled, settled, "{}", bad.why);
+        }
     }
 
     /// Decodes `body` fed in pieces of `step` bytes: the data, and whether it ended.

@@ -124,9 +124,9 @@ impl ClientIo {
                             return;
                         }
                     }
-                    Err(why) => {
+                    Err(bad) => {
                         // hyper reads the body up to here and fails it; the app gets no more.
-                        tracing::warn!(client = %self.ctx.forwarding.client, error = why, "malformed chunked request body");
+                        tracing::warn!(client = %self.ctx.forwarding.client, error = bad.why, "malformed chunked request body");
                         self.gate = Gate::Refused;
                         return;
                     }
@@ -184,8 +184,8 @@ impl ClientIo {
             scan.feed(&self.carry)
         };
         match result {
-            Err(why) => {
-                tracing::warn!(client = %self.ctx.forwarding.client, error = why, "malformed chunked request body");
+            Err(bad) => {
+                tracing::warn!(client = %self.ctx.forwarding.client, error = bad.why, "malformed chunked request body");
                 buf.set_filled(before);
                 self.carry.clear();
                 self.gate = Gate::Refused;

@@ -25,6 +25,8 @@ fn scripted(path: &str) -> &'static [u8] {
         "/r/cl-differ" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
         "/r/switch" => b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
         "/r/gzip-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "/r/size-junk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n5 zz\r\nhello\r\n0\r\n\r\n",
+        "/r/trailer-junk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nnot a field\r\n\r\n",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     }
 }
@@ -453,5 +455,23 @@ async fn a_head_after_a_chunked_body_is_judged_too() {
         let received = seen.lock().unwrap().clone();
         assert_eq!(received.len(), requests, "{received:?}");
         assert_eq!(received[0].1, [b"hello".as_slice(), &[b'x'; 16]].concat());
+    }
+}
+
+/// A chunked response whose framing breaks after its head went out: junk after a chunk size,
+/// a trailer line that is not a header field. On either path the client gets the data before
+/// the fault and then the end of the connection, never a last chunk that would make the body
+/// look whole, nor the bytes past the fault.
+#[tokio::test]
+async fn malformed_chunked_responses_are_cut_on_either_path() {
+    for path in [Path::Lean, Path::Hyper] {
+        for target in ["/r/size-junk", "/r/trailer-junk"] {
+            let (resp, received) =
+                through(path, &req(&format!("GET {target} HTTP/1.1"), "Host: a\r\n")).await;
+            assert_eq!(received.len(), 1, "{target} on {path:?}: {received:?}");
+            assert_eq!(status(&resp), 200, "{target} on {path:?}: {resp:?}");
+            let (_, body) = resp.split_once("\r\n\r\n").unwrap();
+            assert_eq!(body, "3\r\nabc\r\n", "{target} on {path:?}: {resp:?}");
+        }
     }
 }

@@ -120,6 +120,7 @@ async fn relay_body(
     let mut chunks = Chunked::default();
     let mut first = Some(head);
     loop {
+        let mut malformed = None;
         let (take, done) = match reply.framing {
             Framing::Empty => (0, true),
             Framing::Length(_) => {
@@ -127,10 +128,11 @@ async fn relay_body(
                 left -= take as u64;
                 (take, left == 0)
             }
-            Framing::Chunked => chunks.feed(ubuf).map_err(|e| {
-                tracing::warn!(client = %client_addr, error = e, "malformed chunked response from the app");
-                "malformed chunked response"
-            })?,
+            // What came before the fault goes out first, as it would had it arrived alone.
+            Framing::Chunked => chunks.feed(ubuf).unwrap_or_else(|bad| {
+                malformed = Some(bad.why);
+                (bad.settled, false)
+            }),
             Framing::Close => (ubuf.len(), false),
         };
         let head = first.take().unwrap_or_default();
@@ -140,6 +142,10 @@ async fn relay_body(
             .map_err(|_| "client write error")?;
         client.counts.written += (head.len() + take) as u64;
         ubuf.advance(take);
+        if let Some(why) = malformed {
+            tracing::warn!(client = %client_addr, error = why, "malformed chunked response from the app");
+            return Err("malformed chunked response");
+        }
         if done {
             // Bytes past the end of the response mean the app and the proxy disagree on framing.
             return Ok(ubuf.is_empty());
