@@ -173,6 +173,8 @@ fn finish(resp: Response<Incoming>, rules: &RequestRules) -> Result<Response<Bod
     else {
         return Err("an informational or switching response where a final one was due");
     };
+    // The proxy speaks its own version to the client (RFC 9110 §6.2), whatever the app's.
+    parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
     keep_only(headers, |name| r.forwards(name));
     if let Some(n) = r.content_length {

@@ -27,6 +27,12 @@ fn scripted(path: &str) -> &'static [u8] {
         "/r/gzip-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
         "/r/size-junk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n5 zz\r\nhello\r\n0\r\n\r\n",
         "/r/trailer-junk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nnot a field\r\n\r\n",
+        "/r/no-content" => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "/r/not-modified" => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "/r/head-chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "/r/head-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        "/r/chunked-twice" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "/r/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     }
 }
@@ -312,8 +318,8 @@ async fn requests_reach_the_app_rewritten_the_same_way_on_either_path() {
     }
 }
 
-/// An app response: its path, the client's status, what the client's response must contain,
-/// must not contain, and how it ends.
+/// An app response: the request's method and path, the client's status, what the client's
+/// response must contain, must not contain, and how it ends.
 type FramingCase = (
     &'static str,
     u16,
@@ -324,43 +330,78 @@ type FramingCase = (
 
 #[tokio::test]
 async fn responses_are_framed_the_same_way_on_either_path() {
-    // (path, status, what the client's response must contain, must not contain, ends with)
+    // (request, status, what the client's response must contain, must not contain, ends with)
     let cases: &[FramingCase] = &[
         (
-            "/r/te-and-cl",
+            "GET /r/te-and-cl",
             200,
             &["transfer-encoding: chunked"],
             &["content-length"],
             "hello\r\n0\r\n\r\n",
         ),
         (
-            "/r/names-framing",
+            "GET /r/names-framing",
             200,
             &["content-length: 5"],
             &["transfer-encoding"],
             "\r\n\r\nhello",
         ),
         (
-            "/r/cl-equal",
+            "GET /r/cl-equal",
             200,
             &["content-length: 5"],
             &["content-length: 5\r\ncontent-length"],
             "\r\n\r\nhello",
         ),
-        ("/r/cl-differ", 502, &[], &["hello"], "\n"),
-        ("/r/switch", 502, &[], &["101"], "\n"),
+        ("GET /r/cl-differ", 502, &[], &["hello"], "\n"),
+        ("GET /r/switch", 502, &[], &["101"], "\n"),
         (
-            "/r/gzip-chunked",
+            "GET /r/gzip-chunked",
             200,
             &["transfer-encoding: gzip, chunked"],
             &["content-length"],
             "abc\r\n0\r\n\r\n",
         ),
+        (
+            "GET /r/no-content",
+            204,
+            &[],
+            &["content-length", "transfer-encoding"],
+            "\r\n\r\n",
+        ),
+        (
+            "GET /r/not-modified",
+            304,
+            &[],
+            &["content-length", "transfer-encoding"],
+            "\r\n\r\n",
+        ),
+        (
+            "HEAD /r/head-chunked",
+            200,
+            &[],
+            &["transfer-encoding", "content-length"],
+            "\r\n\r\n",
+        ),
+        (
+            "HEAD /r/head-length",
+            200,
+            &["content-length: 5"],
+            &["transfer-encoding"],
+            "\r\n\r\n",
+        ),
+        ("GET /r/chunked-twice", 502, &[], &["hello"], "\n"),
+        (
+            "GET /r/http10",
+            200,
+            &["http/1.1 200 ok\r\n"],
+            &[],
+            "\r\n\r\nhello",
+        ),
     ];
     for path in [Path::Lean, Path::Hyper] {
         for (target, expected, has, lacks, ends) in cases {
-            let (resp, _) =
-                through(path, &req(&format!("GET {target} HTTP/1.1"), "Host: a\r\n")).await;
+            let (resp, _) = through(path, &req(&format!("{target} HTTP/1.1"), "Host: a\r\n")).await;
             let lower = resp.to_ascii_lowercase();
             assert_eq!(status(&resp), *expected, "{target} on {path:?}: {resp:?}");
             for needle in *has {

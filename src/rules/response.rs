@@ -103,10 +103,18 @@ pub(crate) fn check_response<'h>(
         false
     } else if !http11 {
         return Err("transfer-encoding in an HTTP/1.0 response");
-    } else if last_coding(&codings).as_deref() == Some(b"chunked") {
-        true
-    } else {
+    } else if last_coding(&codings).as_deref() != Some(b"chunked") {
         return Err("unsupported transfer-encoding");
+    } else if codings
+        .iter()
+        .flat_map(|v| v.split(|&b| b == b','))
+        .filter(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count()
+        > 1
+    {
+        return Err("chunked applied more than once");
+    } else {
+        true
     };
     let framing = if request.head || status == 204 || status == 304 {
         Framing::Empty
@@ -121,11 +129,15 @@ pub(crate) fn check_response<'h>(
         }
         many => Bytes::from(many.join(&b", "[..])),
     });
+    // A response that has no body carries no Transfer-Encoding; a 204 no Content-Length
+    // either (RFC 9110 §8.6), nor a 304, whose is optional. A response to HEAD keeps its
+    // Content-Length: it tells the client the size a GET would get.
+    let no_length = chunked || status == 204 || status == 304;
     Ok(ResponseKind::Final(ResponseRules {
         reusable: http11 && !connection.close && framing != Framing::Close,
-        framing,
         connection,
-        content_length: if chunked { None } else { length },
-        transfer_encoding,
+        content_length: if no_length { None } else { length },
+        transfer_encoding: transfer_encoding.filter(|_| framing != Framing::Empty),
+        framing,
     }))
 }
