@@ -7,7 +7,7 @@
 //!
 //! The modules, leaves first: `error`, `rules` (every HTTP rule), `chunked`, `forwarding`,
 //! `body`, `config` and `settings`, `proxy_header`, `preface`, `h2_guard`, `h2_streams`,
-//! `send_timeout`, `metrics`, `shutdown`, `log_time`, `access_log`, `logging`; then
+//! `send_timeout`, `metrics`, `shutdown`, `log_time`, `http_date`, `access_log`, `logging`; then
 //! `request_head`, `upstream` and `upstream_h2`; then the paths: `lean_path`, `h2_to_h1`, `client_io` (the head gate in
 //! front of hyper), `hyper_path`, `h2c_path`, `tunnel`, `health`, `redirect`; then
 //! `h2_websocket`, `h2_body`, `h2_server`, `connection`, `listener`, `metrics_listener` and
@@ -32,6 +32,7 @@ mod h2_to_h1;
 mod h2_websocket;
 mod h2c_path;
 pub mod health;
+mod http_date;
 mod hyper_path;
 mod lean_path;
 mod listener;

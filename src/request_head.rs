@@ -7,6 +7,7 @@
 use http::StatusCode;
 
 use crate::forwarding::Forwarding;
+use crate::http_date;
 use crate::metrics::Metrics;
 use crate::rules::{self, Refusal, RequestRules};
 
@@ -125,6 +126,11 @@ pub(crate) fn answer_bytes(status: StatusCode, text: &str, head: bool, close: bo
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    http_date::with_now(|date| {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    });
     out.extend_from_slice(format!("content-length: {}\r\n\r\n", text.len()).as_bytes());
     if !head {
         out.extend_from_slice(text.as_bytes());

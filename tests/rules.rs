@@ -33,6 +33,7 @@ fn scripted(path: &str) -> &'static [u8] {
         "/r/head-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
         "/r/chunked-twice" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         "/r/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "/r/dated" => b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     }
 }
@@ -216,6 +217,10 @@ async fn requests_the_rules_refuse_never_reach_the_app_on_either_path() {
             let (resp, received) = through(path, request).await;
             assert_eq!(status(&resp), *expected, "{what} on {path:?}: {resp:?}");
             assert!(
+                resp.to_ascii_lowercase().contains("\r\ndate: "),
+                "{what} on {path:?}: {resp:?}"
+            );
+            assert!(
                 received.is_empty(),
                 "{what} on {path:?} reached the app: {received:?}"
             );
@@ -398,12 +403,25 @@ async fn responses_are_framed_the_same_way_on_either_path() {
             &[],
             "\r\n\r\nhello",
         ),
+        (
+            "GET /r/dated",
+            200,
+            &["\r\ndate: mon, 01 jan 2001 00:00:00 gmt\r\n"],
+            &[],
+            "\r\n\r\nok",
+        ),
     ];
     for path in [Path::Lean, Path::Hyper] {
         for (target, expected, has, lacks, ends) in cases {
             let (resp, _) = through(path, &req(&format!("{target} HTTP/1.1"), "Host: a\r\n")).await;
             let lower = resp.to_ascii_lowercase();
             assert_eq!(status(&resp), *expected, "{target} on {path:?}: {resp:?}");
+            // The app's Date, or the proxy's when it sent none or the proxy answered itself.
+            assert_eq!(
+                lower.matches("\r\ndate: ").count(),
+                1,
+                "{target} on {path:?}: {resp:?}"
+            );
             for needle in *has {
                 assert!(
                     lower.contains(needle),

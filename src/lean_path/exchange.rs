@@ -11,6 +11,7 @@ use super::{until, Client, Plan};
 use crate::chunked::Chunked;
 use crate::error::UpstreamError;
 use crate::h1_exchange::{self, Judged};
+use crate::http_date;
 use crate::request_head;
 use crate::rules::Framing;
 
@@ -59,6 +60,9 @@ fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8
     }
     if close {
         field(b"connection", b"close");
+    }
+    if !r.dated {
+        http_date::with_now(|date| field(b"date", date));
     }
     out.extend_from_slice(b"\r\n");
     Reply {

@@ -27,6 +27,8 @@ pub(crate) struct ResponseRules {
     pub(crate) transfer_encoding: Option<Bytes>,
     /// The app's connection can carry another request afterwards.
     pub(crate) reusable: bool,
+    /// The app sent a `Date`; a response forwarded without one gets the proxy's.
+    pub(crate) dated: bool,
 }
 
 impl ResponseRules {
@@ -83,9 +85,12 @@ pub(crate) fn check_response<'h>(
     let mut connection = Connection::default();
     let mut length: Option<u64> = None;
     let mut codings: Vec<&[u8]> = Vec::new();
+    let mut dated = false;
     for (name, value) in headers {
         let is = |other: &str| name.eq_ignore_ascii_case(other);
-        if is("connection") {
+        if is("date") {
+            dated = true;
+        } else if is("connection") {
             connection.add(value);
         } else if is("transfer-encoding") {
             codings.push(value);
@@ -139,5 +144,6 @@ pub(crate) fn check_response<'h>(
         content_length: if no_length { None } else { length },
         transfer_encoding: transfer_encoding.filter(|_| framing != Framing::Empty),
         framing,
+        dated,
     }))
 }
