@@ -80,7 +80,7 @@ pub(crate) fn read<'b>(
     let rules = if rules::is_ping(method, target) {
         None
     } else {
-        match rules::check_request(method, version == 1, fields, upgrades) {
+        match rules::check_request(method, target, version == 1, fields, upgrades) {
             Ok(rules) => Some(rules),
             Err(refusal) => return Head::Refused(refusal, head),
         }

@@ -186,6 +186,16 @@ async fn requests_the_rules_refuse_never_reach_the_app_on_either_path() {
         ("a fragment", req("GET /a#b HTTP/1.1", "Host: a\r\n"), 400),
         ("GET *", req("GET * HTTP/1.1", "Host: a\r\n"), 400),
         (
+            "absolute-form naming another host",
+            req("GET http://other.example/x HTTP/1.1", "Host: a\r\n"),
+            400,
+        ),
+        (
+            "userinfo in the target",
+            req("GET http://u@a/x HTTP/1.1", "Host: a\r\n"),
+            400,
+        ),
+        (
             "CONNECT",
             req("CONNECT a:443 HTTP/1.1", "Host: a:443\r\n"),
             405,
@@ -245,6 +255,13 @@ async fn requests_reach_the_app_rewritten_the_same_way_on_either_path() {
             request: req("GET /x HTTP/1.1", "Host: a.example\r\nConnection: host\r\n"),
             has: &["host: a.example"],
             lacks: &[],
+            body: b"",
+        },
+        Forwarded {
+            what: "absolute-form naming the Host",
+            request: req("GET http://A:8080/x?y HTTP/1.1", "Host: a:8080\r\n"),
+            has: &["get /x?y http/1.1", "host: a:8080"],
+            lacks: &["http://"],
             body: b"",
         },
         Forwarded {

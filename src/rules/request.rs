@@ -91,16 +91,23 @@ pub(crate) fn check_target(method: &str, target: &str) -> Result<(), Refusal> {
             ))
         };
     }
-    let absolute = ["http://", "https://"].iter().any(|scheme| {
-        target
-            .get(..scheme.len())
-            .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
-    });
-    if target.starts_with('/') || absolute {
+    if target.starts_with('/') || target_authority(target).is_some() {
         Ok(())
     } else {
         Err(refuse(StatusCode::BAD_REQUEST, "malformed request target"))
     }
+}
+
+/// The authority of an absolute-form target (`http://a.example:8080/x` → `a.example:8080`);
+/// `None` for any other form.
+fn target_authority(target: &str) -> Option<&[u8]> {
+    let rest = ["http://", "https://"].iter().find_map(|scheme| {
+        let head = target.get(..scheme.len())?;
+        head.eq_ignore_ascii_case(scheme)
+            .then(|| &target.as_bytes()[scheme.len()..])
+    })?;
+    let end = rest.iter().position(|&b| matches!(b, b'/' | b'?'));
+    Some(&rest[..end.unwrap_or(rest.len())])
 }
 
 /// Whether a `Host` value is `host[:port]`: a DNS name, an IPv4 address or a bracketed IPv6
@@ -139,18 +146,28 @@ pub(crate) fn valid_host(value: &[u8]) -> bool {
     port_ok && name_ok
 }
 
-/// Checks a request's headers and decides how it is forwarded: exactly one valid `Host`; at
-/// most one `Content-Length`; `Transfer-Encoding` only on HTTP/1.1 and exactly `chunked`;
-/// `Upgrade` honoured only on HTTP/1.1 with `Connection: upgrade` and a protocol in `upgrades`
-/// (`h2c` never).
+/// Checks a request's headers and decides how it is forwarded: exactly one valid `Host`, the
+/// same as the target's authority when the target is in absolute-form (one host, as HTTP/2's
+/// `:authority` and `Host` must agree); at most one `Content-Length`; `Transfer-Encoding` only
+/// on HTTP/1.1 and exactly `chunked`; `Upgrade` honoured only on HTTP/1.1 with
+/// `Connection: upgrade` and a protocol in `upgrades` (`h2c` never).
 pub(crate) fn check_request<'h>(
     method: &str,
+    target: &str,
     http11: bool,
     headers: impl Iterator<Item = (&'h str, &'h [u8])>,
     upgrades: &[String],
 ) -> Result<RequestRules, Refusal> {
     let mut connection = Connection::default();
+    let authority = target_authority(target);
+    if authority.is_some_and(|a| !valid_host(a)) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid authority in the request target",
+        ));
+    }
     let (mut hosts, mut host_ok) = (0, true);
+    let mut host_agrees = true;
     let (mut lengths, mut length) = (0, None);
     let mut codings: Vec<&[u8]> = Vec::new();
     let mut upgrade: Option<&[u8]> = None;
@@ -160,6 +177,7 @@ pub(crate) fn check_request<'h>(
         if is("host") {
             hosts += 1;
             host_ok &= valid_host(value);
+            host_agrees &= authority.is_none_or(|a| a.eq_ignore_ascii_case(value));
         } else if is("content-length") {
             lengths += 1;
             length = content_length(value);
@@ -178,8 +196,14 @@ pub(crate) fn check_request<'h>(
     }
     match hosts {
         0 => return Err(refuse(StatusCode::BAD_REQUEST, "no Host header")),
-        1 if host_ok => {}
-        1 => return Err(refuse(StatusCode::BAD_REQUEST, "invalid Host header")),
+        1 if !host_ok => return Err(refuse(StatusCode::BAD_REQUEST, "invalid Host header")),
+        1 if !host_agrees => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "Host differs from the request target's authority",
+            ))
+        }
+        1 => {}
         _ => return Err(refuse(StatusCode::BAD_REQUEST, "more than one Host header")),
     }
     if lengths > 1 {
