@@ -65,29 +65,32 @@ impl Chunked {
         trailer: &mut dyn FnMut(&[u8]),
     ) -> Result<(usize, bool), Malformed> {
         let mut i = 0;
-        self.scan_from(bytes, &mut i, stop_at_data, trailer)
-            .map_err(|why| Malformed { settled: i, why })
+        match self.scan_from(bytes, &mut i, stop_at_data, trailer) {
+            Ok(done) => Ok((i, done)),
+            Err(why) => Err(Malformed { settled: i, why }),
+        }
     }
 
-    /// [`Chunked::scan`], counting settled bytes in `i`: on an error they are all that is good.
+    /// [`Chunked::scan`]: whether the body ended, with the settled bytes counted in `i`, which
+    /// on an error are the good ones before the fault.
     fn scan_from(
         &mut self,
         bytes: &[u8],
         i: &mut usize,
         stop_at_data: bool,
         trailer: &mut dyn FnMut(&[u8]),
-    ) -> Result<(usize, bool), &'static str> {
+    ) -> Result<bool, &'static str> {
         loop {
             let rest = &bytes[*i..];
             match *self {
-                Chunked::Done => return Ok((*i, true)),
-                Chunked::Data(_) if stop_at_data => return Ok((*i, false)),
+                Chunked::Done => return Ok(true),
+                Chunked::Data(_) if stop_at_data => return Ok(false),
                 Chunked::Data(left) => {
                     let take = left.min(rest.len() as u64);
                     *i += take as usize;
                     if take < left {
                         *self = Chunked::Data(left - take);
-                        return Ok((*i, false));
+                        return Ok(false);
                     }
                     *self = Chunked::DataEnd;
                 }
@@ -96,7 +99,7 @@ impl Chunked {
                         *i += 2;
                         *self = Chunked::Size;
                     }
-                    [] | [b'\r'] => return Ok((*i, false)),
+                    [] | [b'\r'] => return Ok(false),
                     _ => return Err("CRLF expected after chunk data"),
                 },
                 Chunked::Size => match httparse::parse_chunk_size(rest) {
@@ -120,7 +123,7 @@ impl Chunked {
                         if rest.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
                             return Err("missing chunk size");
                         }
-                        return Ok((*i, false));
+                        return Ok(false);
                     }
                     Ok(httparse::Status::Partial) => return Err("chunk-size line too long"),
                     Err(_) => return Err("invalid chunk size"),
@@ -135,7 +138,7 @@ impl Chunked {
                         {
                             return Err("bare CR or LF in a trailer");
                         }
-                        return Ok((*i, false));
+                        return Ok(false);
                     };
                     let line = &unchecked[..end];
                     let seen = seen + end + 2;
