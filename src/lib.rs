@@ -5,63 +5,60 @@
 //! [`Proxy::bind`] then [`Proxy::serve`] (or [`run`], which does both) is the whole program;
 //! `main.rs` only reads the configuration, sets up logging and passes the shutdown signal.
 //!
-//! The modules, leaves first: `error`, `rules` (every HTTP rule), `chunked`, `forwarding`,
-//! `body`, `config` and `settings`, `proxy_header`, `preface`, `h2_guard`, `h2_streams`,
-//! `send_timeout`, `metrics`, `shutdown`, `log_time`, `http_date`, `access_log`, `logging`; then
-//! `request_head`, `upstream` and `upstream_h2`; then the paths: `lean_path`, `h2_to_h1`, `client_io` (the head gate in
-//! front of hyper), `hyper_path`, `h2c_path`, `tunnel`, `health`, `redirect`; then
-//! `h2_websocket`, `h2_body`, `h2_server`, `connection`, `listener`, `metrics_listener` and
-//! `server` on top. README's "Development" section says what each holds.
+//! # Layout
+//!
+//! A connection passes through the rooms in this order; each imports only rooms listed before
+//! it, so the tree has no import cycle.
+//!
+//! - `config/`: the one table of settings ([`settings`]) and the checked [`Config`].
+//! - `http/`: HTTP independent of the engine speaking it. `rules/` decides every rule (framing,
+//!   Host and `:authority`, hop-by-hop and forwarding headers, upgrades, retries; `h2.rs`
+//!   applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `body`, `chunked`,
+//!   `date`, `forwarding` (the `X-Forwarded-*` facts of one connection), `error` (upstream
+//!   failures and their `502`/`504`), and the proxy's own answers `health` and `redirect`.
+//! - `accept/`: before any HTTP. `sockets` (keepalive), `descriptors` (`RLIMIT_NOFILE` and the
+//!   connection cap), `proxy_header/` (the PROXY header and its TLVs), `detect` (HTTP/2 or
+//!   HTTP/1.1).
+//! - `telemetry/`: `metrics`, `exhaustion` (running out of descriptors), `access_log`,
+//!   `log_time`, `logging`.
+//! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
+//!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.
+//! - `conn/`: what a client connection carries: `state` (its clocks, counts and upstream link),
+//!   `shared` (what every connection shares), `send_timeout`, `shutdown` (the drain).
+//! - `proxy/`: a judged request to the app and back: `hyper_client` (through hyper's client,
+//!   and upgrade handshakes), `h2c`, `h2_to_h1` (body-less HTTP/2 streams to an HTTP/1.1 app),
+//!   `tunnel` (the bytes after a `101`).
+//! - `h1/`: HTTP/1.1 clients: `request_head` (reading and judging a head), `lean/` (body-less
+//!   requests relayed as bytes), `head_gate` (every byte hyper's server reads passes it).
+//! - `h2/`: HTTP/2 clients: `server`, `streams` (run in the connection's task), `body`,
+//!   `guard/` (PING and SETTINGS floods), `websocket` (RFC 8441).
+//! - `server/`: the bound [`Proxy`], its `listener`, the `connection` task by phase, and the
+//!   `metrics_endpoint`.
 
-mod access_log;
-mod body;
-mod chunked;
-mod client_io;
+mod accept;
 pub mod config;
-mod conn_state;
-mod connection;
-pub mod descriptors;
-mod error;
-mod forwarding;
-mod h1_exchange;
-mod h2_body;
-mod h2_guard;
-mod h2_server;
-mod h2_streams;
-mod h2_to_h1;
-mod h2_websocket;
-mod h2c_path;
-pub mod health;
-mod http_date;
-mod hyper_path;
-mod lean_path;
-mod listener;
-mod log_time;
-pub mod logging;
-pub mod metrics;
-mod metrics_listener;
-mod preface;
-pub mod proxy_header;
-mod redirect;
-mod request_head;
-mod rules;
-mod send_timeout;
+mod conn;
+mod h1;
+mod h2;
+mod http;
+mod proxy;
 mod server;
-pub mod settings;
-mod shared;
-pub mod shutdown;
-pub mod sockets;
-mod tunnel;
+mod telemetry;
 mod upstream;
-mod upstream_h2;
+
+pub use accept::{descriptors, proxy_header, sockets};
+pub use config::settings;
+pub use conn::shutdown;
+pub use http::health;
+pub use telemetry::{logging, metrics};
 
 use std::future::Future;
 use std::io;
 
 pub use config::Config;
-pub use conn_state::Port;
-pub use error::UpstreamError;
-pub use forwarding::Forwarding;
+pub use conn::state::Port;
+pub use http::error::UpstreamError;
+pub use http::forwarding::Forwarding;
 pub use server::Proxy;
 pub use upstream::{system_resolver, Resolver};
 

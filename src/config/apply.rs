@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use super::{Config, ConfigError, DestinationProtocol, LogFormat, ProxyProtocol};
 #[cfg(doc)]
-use crate::settings::SETTINGS;
-use crate::settings::{
+use crate::config::settings::SETTINGS;
+use crate::config::settings::{
     default_of, parse_cidrs, parse_duration, parse_endpoint_header, parse_endpoints,
     parse_protocols, parse_size,
 };

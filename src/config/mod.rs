@@ -10,8 +10,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 mod apply;
+pub mod settings;
 
-pub use crate::settings::{
+pub use crate::config::settings::{
     leftover_overrides, parse_duration, parse_size, Setting, REQUIRED, SETTINGS,
 };
 use apply::{hostname, invalid, listen_port, port, required, RawEnv, HOST, PORT};

@@ -1,0 +1,178 @@
+//! One exchange on the lean path: the request head to the app and its judged response head
+//! back ([`crate::upstream::exchange`]), that head rewritten for the client, and the body copied to the
+//! client as it arrives.
+
+use bytes::{Buf, BytesMut};
+use http::StatusCode;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::{until, Client, Plan};
+use crate::h1::request_head;
+use crate::http::chunked::Chunked;
+use crate::http::error::UpstreamError;
+use crate::http::head::HeadWriter;
+use crate::http::rules::Framing;
+use crate::upstream::exchange::{self, Judged};
+
+/// How much of a response body is read from the app at a time.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// The app's response head, as the client will get it.
+struct Reply {
+    status: StatusCode,
+    head_len: usize,
+    framing: Framing,
+    /// The app's connection can carry another request afterwards.
+    reusable: bool,
+    /// The client's connection closes after this response.
+    close: bool,
+}
+
+/// Writes the client's response head for the app's judged one into `out`.
+fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8>) -> Reply {
+    let Judged {
+        status,
+        reason,
+        fields,
+        rules: r,
+        head_len,
+    } = judged;
+    let close = plan.rules.close || draining || r.framing == Framing::Close;
+    let mut head = HeadWriter::response(out, status, reason);
+    for h in fields.iter().filter(|h| r.forwards(h.name)) {
+        head.field(h.name.as_bytes(), h.value);
+    }
+    if let Some(n) = r.content_length {
+        head.content_length(n);
+    }
+    if let Some(te) = &r.transfer_encoding {
+        head.field(b"transfer-encoding", te);
+    }
+    if close {
+        head.field(b"connection", b"close");
+    }
+    if !r.dated {
+        head.date();
+    }
+    head.end();
+    Reply {
+        status,
+        head_len,
+        framing: r.framing,
+        reusable: r.reusable,
+        close,
+    }
+}
+
+/// Sends one request to the app and the response to the client, its head rewritten into
+/// `out`. `Ok` carries the status and whether the client connection must close; `Err` means
+/// the response was cut short and the client connection closes now.
+pub(super) async fn exchange(
+    conn: &mut Client<'_>,
+    head: &[u8],
+    plan: &Plan,
+    out: &mut Vec<u8>,
+    ubuf: &mut BytesMut,
+) -> Result<(StatusCode, bool), &'static str> {
+    let env = conn.env;
+    let upstream = env.upstream;
+    let draining = env.drain.stop_accepting.is_set();
+    let asking = exchange::exchange(upstream, head, &plan.rules, ubuf, |judged| {
+        client_head(judged, plan, draining, out)
+    });
+    let deadline = tokio::time::Instant::now() + upstream.response_timeout;
+    let (mut app, reply) = match until(&mut conn.timer, deadline, asking).await {
+        Some(Ok(found)) => found,
+        Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
+        None => {
+            let why = "no response headers within RESPONSE_TIMEOUT";
+            return refuse(conn, UpstreamError::Timeout, why, plan).await;
+        }
+    };
+    let clean = relay_body(conn, &mut app, out, &reply, ubuf).await?;
+    if clean && reply.reusable {
+        upstream.put_plain(app);
+    }
+    Ok((reply.status, reply.close))
+}
+
+/// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
+/// body ended exactly where its framing said, so the app's connection can be used again.
+async fn relay_body(
+    client: &mut Client<'_>,
+    app: &mut TcpStream,
+    head: &[u8],
+    reply: &Reply,
+    ubuf: &mut BytesMut,
+) -> Result<bool, &'static str> {
+    let client_addr = client.ctx.forwarding.client;
+    ubuf.advance(reply.head_len);
+    let mut left = match reply.framing {
+        Framing::Length(n) => n,
+        _ => u64::MAX,
+    };
+    let mut chunks = Chunked::default();
+    let mut first = Some(head);
+    loop {
+        let mut malformed = None;
+        let (take, done) = match reply.framing {
+            Framing::Empty => (0, true),
+            Framing::Length(_) => {
+                let take = (ubuf.len() as u64).min(left) as usize;
+                left -= take as u64;
+                (take, left == 0)
+            }
+            // What came before the fault goes out first, as it would had it arrived alone.
+            Framing::Chunked => chunks.feed(ubuf).unwrap_or_else(|bad| {
+                malformed = Some(bad.why);
+                (bad.settled, false)
+            }),
+            Framing::Close => (ubuf.len(), false),
+        };
+        let head = first.take().unwrap_or_default();
+        client
+            .write(head, &ubuf[..take])
+            .await
+            .map_err(|_| "client write error")?;
+        client.counts.written += (head.len() + take) as u64;
+        ubuf.advance(take);
+        if let Some(why) = malformed {
+            tracing::warn!(client = %client_addr, error = why, "malformed chunked response from the app");
+            return Err("malformed chunked response");
+        }
+        if done {
+            // Bytes past the end of the response mean the app and the proxy disagree on framing.
+            return Ok(ubuf.is_empty());
+        }
+        // What is left is the start of a chunk-size or trailer line: kept, and read on to.
+        ubuf.reserve(COPY_CHUNK);
+        match app.read_buf(ubuf).await {
+            Ok(0) if reply.framing == Framing::Close => return Ok(false),
+            Ok(0) | Err(_) => {
+                tracing::warn!(client = %client_addr, "the app closed the connection mid-response");
+                return Err("the app closed the connection mid-response");
+            }
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Logs an upstream failure and gives the client the answer every path gives for it.
+async fn refuse(
+    conn: &mut Client<'_>,
+    kind: UpstreamError,
+    why: &str,
+    plan: &Plan,
+) -> Result<(StatusCode, bool), &'static str> {
+    let env = conn.env;
+    let client = conn.ctx.forwarding.client;
+    let (status, text) = env.upstream.fail(client, env.metrics, kind, &why);
+    let close = plan.rules.close || env.drain.stop_accepting.is_set();
+    let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
+    conn.write(&bytes, &[])
+        .await
+        .map_err(|_| "client write error")?;
+    conn.counts.written += bytes.len() as u64;
+    Ok((status, close))
+}

@@ -1,0 +1,400 @@
+//! The lean path for the common request: HTTP/1.1, no body, no upgrade, on the forwarding port.
+//!
+//! Its head is read once ([`request_head::read`], which applies [`crate::http::rules`]) and passed
+//! to the app as the client's own bytes with the forwarding headers swapped in; the app's
+//! response comes back the same way, its body copied as it arrives. No header maps, no
+//! re-encoding, no channel between a server and a client half: that was most of the proxy's
+//! user-space work per request (`bench/NOTES.md`).
+//!
+//! A head the rules refuse is answered here and the connection closed. Anything else it does
+//! not take (a body, an upgrade, HTTP/1.0, `Expect`, `/ping`, an absolute-form target) hands
+//! the connection, with the bytes read so far, to hyper for the rest of its life
+//! ([`Outcome::Handoff`]), behind the same head gate ([`crate::h1::head_gate`]).
+
+mod exchange;
+
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::ops::Range;
+use std::pin::{pin, Pin};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::config::Config;
+use crate::conn::send_timeout::SendClock;
+use crate::conn::shutdown::{Drain, Watch};
+use crate::conn::state::ConnCtx;
+use crate::h1::request_head::{self, Head};
+use crate::http::forwarding::Forwarding;
+use crate::http::head::HeadWriter;
+use crate::http::rules::{BodyLength, Refusal, RequestRules};
+use crate::http::rules::{HeadLimits, MAX_HEADERS};
+use crate::telemetry::access_log;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// Read buffers larger than this are not kept between requests.
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// How the lean path left a connection.
+pub(crate) enum Outcome {
+    /// The connection is finished, for this reason.
+    Closed(&'static str),
+    /// hyper takes over: the socket, and the bytes read from it and not yet answered.
+    Handoff(TcpStream, BytesMut),
+}
+
+/// Bytes moved on the client's socket, for the metrics.
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub(crate) read: u64,
+    pub(crate) written: u64,
+}
+
+/// What the lean path uses of the proxy.
+pub(crate) struct Env<'a> {
+    pub(crate) upstream: &'a Upstream,
+    pub(crate) metrics: &'a Metrics,
+    pub(crate) config: &'a Config,
+    pub(crate) drain: &'a Drain,
+    pub(crate) limits: &'a HeadLimits,
+}
+
+/// A request the lean path takes, as read from the client's head.
+struct Plan {
+    head_len: usize,
+    method: Range<usize>,
+    /// The path without its query, for the access log.
+    path: Range<usize>,
+    /// What the rules decided about it.
+    rules: RequestRules,
+}
+
+/// What the client's buffered bytes hold.
+enum Step {
+    /// A request for the lean path; its upstream head has been written out.
+    Take(Plan),
+    /// Not a whole head yet.
+    Partial,
+    /// A head the rules refuse, and whether it was a `HEAD`.
+    Refuse(Refusal, bool),
+    /// One for hyper.
+    Handoff,
+}
+
+/// The client connection as the lean path holds it.
+struct Client<'a> {
+    env: &'a Env<'a>,
+    ctx: &'a ConnCtx,
+    stream: TcpStream,
+    /// `SEND_TIMEOUT` for every write to `stream`.
+    send: SendClock,
+    counts: &'a mut Counts,
+    /// The one timer behind every clock of the connection (see [`until`]).
+    timer: Pin<Box<Sleep>>,
+    stop: Watch<'a>,
+}
+
+impl Client<'_> {
+    /// Writes `a` then `b` to the client in as few system calls as the socket allows, within
+    /// `SEND_TIMEOUT`.
+    async fn write(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
+        let mut slices = [IoSlice::new(a), IoSlice::new(b)];
+        let mut bufs = &mut slices[..];
+        IoSlice::advance_slices(&mut bufs, 0);
+        let (stream, send) = (&mut self.stream, &mut self.send);
+        while !bufs.is_empty() {
+            let n = poll_fn(|cx| {
+                let attempt = Pin::new(&mut *stream).poll_write_vectored(cx, bufs);
+                send.poll(cx, attempt)
+            })
+            .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut bufs, n);
+        }
+        Ok(())
+    }
+}
+
+/// Serves requests on `client` until it closes or needs hyper. `buf` holds what was read past
+/// the PROXY header.
+pub(crate) async fn serve(
+    env: &Env<'_>,
+    ctx: &ConnCtx,
+    client: TcpStream,
+    mut buf: BytesMut,
+    counts: &mut Counts,
+) -> Outcome {
+    let mut conn = Client {
+        env,
+        ctx,
+        stream: client,
+        send: SendClock::new(env.config.send_timeout, ctx.forwarding.client, "http1"),
+        counts,
+        timer: Box::pin(tokio::time::sleep(env.config.keepalive_timeout)),
+        stop: Watch::new(&env.drain.stop_accepting),
+    };
+    let mut out = Vec::new();
+    let mut reply_head = Vec::new();
+    let mut ubuf = BytesMut::new();
+    let mut head_started: Option<tokio::time::Instant> = None;
+    loop {
+        let plan = match plan_request(&buf, &ctx.forwarding, env.limits, &mut out) {
+            Step::Take(plan) => plan,
+            Step::Handoff => return Outcome::Handoff(conn.stream, buf),
+            Step::Refuse(refusal, head) => {
+                let answer = request_head::refuse(&ctx.forwarding, env.metrics, refusal, head);
+                if conn.write(&answer, &[]).await.is_ok() {
+                    conn.counts.written += answer.len() as u64;
+                }
+                return Outcome::Closed("request refused");
+            }
+            Step::Partial => {
+                if let Err(why) = read_more(&mut conn, &mut buf, &mut head_started).await {
+                    return Outcome::Closed(why);
+                }
+                continue;
+            }
+        };
+        head_started = None;
+        let started = Instant::now();
+        let answer = exchange::exchange(&mut conn, &out, &plan, &mut reply_head, &mut ubuf).await;
+        let elapsed = started.elapsed();
+        if ubuf.capacity() > KEEP_CAPACITY {
+            ubuf = BytesMut::new();
+        }
+        let (status, close) = match answer {
+            Ok(a) => a,
+            Err(why) => {
+                tracing::debug!(client = %ctx.forwarding.client, why, "closing connection mid-response");
+                return Outcome::Closed(why);
+            }
+        };
+        env.metrics.request(false, status, elapsed);
+        let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
+        access_log::record(
+            &ctx.forwarding,
+            "http1",
+            text(&plan.method),
+            text(&plan.path),
+            status,
+            Some(elapsed),
+        );
+        buf.advance(plan.head_len);
+        if close {
+            return Outcome::Closed("closed after the response");
+        }
+        if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// Runs `fut` until `deadline`; `None` if the deadline came first.
+///
+/// The connection's clocks share one timer, which is moved only when it must fire earlier;
+/// firing early just re-arms it. A timer registered and removed for each request cost more
+/// than the rest of the request's bookkeeping.
+async fn until<F: Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    deadline: tokio::time::Instant,
+    fut: F,
+) -> Option<F::Output> {
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            _ = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
+    }
+}
+
+/// Reads more of a request head: the keep-alive clock runs while nothing has arrived, the
+/// request-header clock from the first byte; a drain closes a connection that is idle.
+async fn read_more(
+    conn: &mut Client<'_>,
+    buf: &mut BytesMut,
+    head_started: &mut Option<tokio::time::Instant>,
+) -> Result<(), &'static str> {
+    let config = conn.env.config;
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    let idle = buf.is_empty();
+    let deadline = if idle {
+        tokio::time::Instant::now() + config.keepalive_timeout
+    } else {
+        *head_started.get_or_insert_with(tokio::time::Instant::now) + config.request_header_timeout
+    };
+    let (stream, stop) = (&mut conn.stream, &mut conn.stop);
+    let read = async {
+        tokio::select! {
+            biased;
+            read = stream.read_buf(buf) => Ok(read),
+            _ = stop, if idle => Err("draining"),
+        }
+    };
+    let n = match until(&mut conn.timer, deadline, read).await {
+        Some(Ok(Ok(n))) => n,
+        Some(Ok(Err(_))) => return Err("client read error"),
+        Some(Err(why)) => return Err(why),
+        None if idle => return Err("keep-alive idle timeout"),
+        None => {
+            tracing::warn!(client = %conn.ctx.forwarding.client, "request headers not received within REQUEST_HEADER_TIMEOUT; closing");
+            return Err("request header timeout");
+        }
+    };
+    if n == 0 {
+        return Err("client closed the connection");
+    }
+    conn.counts.read += n as u64;
+    Ok(())
+}
+
+/// Reads the client's head and, if the lean path takes it, writes the head the app gets into
+/// `out`: the client's request line and the headers the rules forward, plus the proxy's own
+/// forwarding headers.
+fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Vec<u8>) -> Step {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed =
+        match request_head::read(buf, &mut headers, limits.max_header_bytes, &limits.upgrades) {
+            Head::Partial => return Step::Partial,
+            Head::Refused(refusal, head) => return Step::Refuse(refusal, head),
+            Head::Parsed(parsed) => parsed,
+        };
+    // `/ping` (no rules) is hyper's to answer.
+    let Some(rules) = parsed.rules else {
+        return Step::Handoff;
+    };
+    let bodiless = matches!(rules.body, BodyLength::None | BodyLength::Length(0));
+    if !parsed.http11
+        || rules.expect
+        || !bodiless
+        || rules.upgrade.is_some()
+        || !parsed.target.starts_with('/')
+    {
+        return Step::Handoff;
+    }
+    let mut head = HeadWriter::request(out, parsed.method, parsed.target);
+    let fields = headers[..parsed.headers].iter().map(|h| (h.name, h.value));
+    let forwarded = fields.filter(|(name, _)| rules.forwards(name, from));
+    let own = from
+        .headers()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    for (name, value) in forwarded.chain(own) {
+        head.field(name.as_bytes(), value);
+    }
+    head.end();
+    let at = |s: &str| {
+        let start = s.as_ptr() as usize - buf.as_ptr() as usize;
+        start..start + s.len()
+    };
+    let bare_path = parsed.target.split('?').next().unwrap_or(parsed.target);
+    Step::Take(Plan {
+        head_len: parsed.len,
+        method: at(parsed.method),
+        path: at(bare_path),
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            max_header_bytes: 8192,
+            upgrades: vec!["websocket".into()],
+        }
+    }
+
+    /// The forwarding facts of client 192.0.2.1 reaching the balancer on port 443.
+    fn from() -> Forwarding {
+        Forwarding::new("192.0.2.1:5000".parse().unwrap(), Some(443), None, None)
+    }
+
+    #[test]
+    fn the_app_gets_the_clients_head_with_forwarding_headers_replaced() {
+        let head = b"GET /a?b=%20 HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 6.6.6.6\r\n\
+                     Keep-Alive: 5\r\nX-Real-IP: 6.6.6.6\r\nX_Forwarded_Proto: http\r\n\
+                     Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\nAccept: */*\r\n\r\nGET";
+        let mut out = Vec::new();
+        let Step::Take(plan) = plan_request(head, &from(), &limits(), &mut out) else {
+            panic!("taken");
+        };
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /a?b=%20 HTTP/1.1\r\nHost: h\r\nAccept: */*\r\nx-forwarded-for: 192.0.2.1\r\n\
+             x-forwarded-proto: https\r\nx-forwarded-port: 443\r\n\r\n"
+        );
+        assert_eq!(plan.head_len, head.len() - 3);
+        assert_eq!(&head[plan.path], b"/a");
+        assert!(!plan.rules.close && plan.rules.idempotent);
+    }
+
+    #[test]
+    fn requests_hyper_must_serve_are_handed_over() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /ping HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+        ] {
+            let step = plan_request(head, &from(), &limits(), &mut Vec::new());
+            assert!(
+                matches!(step, Step::Handoff),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn heads_the_rules_refuse_are_refused_here() {
+        for head in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+            b"GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            let step = plan_request(head, &from(), &limits(), &mut Vec::new());
+            assert!(
+                matches!(step, Step::Refuse(..)),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn planning_never_panics_or_overruns(input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)) {
+            let mut out = Vec::new();
+            if let Step::Take(plan) = plan_request(&input, &from(), &limits(), &mut out) {
+                proptest::prop_assert!(plan.head_len <= input.len());
+                proptest::prop_assert!(out.ends_with(b"\r\n\r\n"));
+            }
+        }
+    }
+}

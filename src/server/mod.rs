@@ -1,0 +1,213 @@
+//! A bound proxy and its life: [`Proxy::bind`], then [`Proxy::serve`] until the shutdown
+//! future resolves, then the drain.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::rt::TokioTimer;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+mod connection;
+mod listener;
+mod metrics_endpoint;
+
+use crate::accept::descriptors;
+use crate::config::Config;
+use crate::conn::shared::Shared;
+use crate::conn::shutdown::Drain;
+use crate::http::rules::HeadLimits;
+use crate::telemetry::exhaustion::Exhaustion;
+use crate::telemetry::metrics;
+use crate::upstream::h2c::H2Upstream;
+use crate::upstream::{system_resolver, Resolver, Upstream};
+
+/// Raises the descriptor limit as far as allowed, and returns the connection cap it can hold:
+/// `wanted`, or less with one warning that gives both numbers.
+fn descriptor_cap(wanted: usize) -> usize {
+    let Some(limit) = descriptors::raise() else {
+        return wanted;
+    };
+    if limit.soft > limit.was {
+        tracing::debug!(
+            from = limit.was,
+            to = limit.soft,
+            "raised the soft RLIMIT_NOFILE"
+        );
+    }
+    let cap = descriptors::connection_cap(limit.soft, wanted);
+    if cap < wanted {
+        tracing::warn!(
+            max_connections = wanted,
+            descriptors = limit.soft,
+            serving = cap,
+            "RLIMIT_NOFILE cannot hold MAX_CONNECTIONS (two descriptors each); serving fewer at once, the rest wait to be accepted"
+        );
+    }
+    cap
+}
+
+/// A proxy whose listeners are bound and which is ready to serve.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    plain: TcpListener,
+    tls: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+impl Proxy {
+    /// Binds both listeners (and the metrics one, if set). Nothing is resolved here: the app's
+    /// name is looked up when connecting, so the proxy starts while the app is not up yet.
+    pub async fn bind(config: Config) -> io::Result<Self> {
+        Self::bind_with_resolver(config, system_resolver()).await
+    }
+
+    /// As [`Proxy::bind`], looking the app's name up with `resolver` (tests use this to make
+    /// the name unresolvable, then resolvable, without touching the system's files).
+    pub async fn bind_with_resolver(mut config: Config, resolver: Resolver) -> io::Result<Self> {
+        config.max_connections = descriptor_cap(config.max_connections);
+        let counters = Arc::new(metrics::Metrics::new());
+        counters.set_connection_limit(config.max_connections);
+        let exhaustion = Arc::new(Exhaustion::new(counters.clone()));
+        let upstream = Upstream::new(&config, resolver, exhaustion.clone());
+        let bind = |port: u16, var: &str| {
+            let addr = SocketAddr::new(config.listen_address, port);
+            listener::bind_for_clients(addr, config.tcp_keepalive).map_err(|e| {
+                io::Error::new(e.kind(), format!("{var}: cannot listen on {addr}: {e}"))
+            })
+        };
+        let plain = bind(config.listen_on, "LISTEN_ON")?;
+        let tls = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(listener::bind(addr).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("METRICS_LISTEN: cannot listen on {addr}: {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            // The connection task keeps the header and keep-alive clocks (see `connection`).
+            .header_read_timeout(None)
+            // A client's FIN (or the head gate's end of stream after a refused head) lets the
+            // responses in flight finish first.
+            .half_close(true)
+            .max_header_size(config.max_header_bytes)
+            .max_buf_size(config.max_header_bytes.max(400 * 1024) + 8 * 1024);
+        let limits = Arc::new(HeadLimits {
+            max_header_bytes: config.max_header_bytes,
+            upgrades: config.upgrade_protocols.clone(),
+        });
+        let shared = Shared {
+            limiter: Arc::new(Semaphore::new(config.max_connections)),
+            limits,
+            upstream,
+            drain: Drain::default(),
+            metrics: counters,
+            http,
+            h2_upstream: H2Upstream::default(),
+            tasks: TaskTracker::new(),
+            exhaustion,
+            config,
+        };
+        Ok(Proxy {
+            shared: Arc::new(shared),
+            plain,
+            tls,
+            metrics,
+        })
+    }
+
+    /// Where the plain-HTTP listener is bound (useful with port 0 in tests).
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.plain
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where the TLS-origin listener is bound.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where the metrics listener is bound, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The proxy's metrics, for tests and embedding.
+    pub fn metrics(&self) -> Arc<metrics::Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/ping` answers 503 for `SHUTDOWN_DELAY`
+    /// while traffic is still served, then the listeners close and in-flight work gets up to
+    /// `SHUTDOWN_TIMEOUT` before everything still open is closed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+        let Proxy {
+            shared,
+            plain,
+            tls,
+            metrics,
+        } = self;
+        let tracker = shared.tasks.clone();
+        tracing::info!(
+            plain = %plain.local_addr()?,
+            tls = %tls.local_addr()?,
+            settings = %shared.config.summary(),
+            "elb-ws-proxy {} listening",
+            env!("CARGO_PKG_VERSION")
+        );
+        let accepting = tokio::spawn(listener::accept_loop(shared.clone(), plain, tls));
+        if let Some(l) = metrics {
+            tokio::spawn(metrics_endpoint::serve(
+                l,
+                shared.metrics.clone(),
+                shared.drain.clone(),
+            ));
+        }
+        let sweeper = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    every.tick().await;
+                    shared.upstream.sweep();
+                }
+            })
+        };
+        shutdown.await;
+        let drain = &shared.drain;
+        drain.start();
+        if !shared.config.shutdown_delay.is_zero() {
+            tracing::info!(delay = ?shared.config.shutdown_delay, "draining: /ping answers 503, still serving");
+            tokio::time::sleep(shared.config.shutdown_delay).await;
+        }
+        tracing::info!(timeout = ?shared.config.shutdown_timeout, "no longer accepting; waiting for open connections");
+        drain.stop_accepting.fire();
+        let _ = accepting.await;
+        tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = tracker.len(),
+                "shutdown deadline reached; closing what is still open"
+            );
+            drain.hard_stop.fire();
+            tracker.wait().await;
+        }
+        drain.hard_stop.fire();
+        sweeper.abort();
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

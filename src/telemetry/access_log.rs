@@ -1,0 +1,363 @@
+//! The access log: one line per request from every HTTP path, and the formatter that writes it.
+//!
+//! The line is a tracing event (target `access`), so `RUST_LOG` turns it off and tests capture
+//! it like any other. tracing-subscriber's general formatter spent about a tenth of the
+//! proxy's CPU per HTTP/2 request on it (`bench/NOTES.md`): styles applied even with colour
+//! off, a `write!` per field, serde for JSON. [`Lines`] writes the access line itself, in
+//! exactly the text and JSON the general formatter gives (a test holds the two together), and
+//! hands every other event to that formatter.
+
+use std::fmt::{self, Write};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::http::forwarding::Forwarding;
+use crate::telemetry::log_time;
+
+/// The target of access events, which [`Lines`] formats itself.
+const TARGET: &str = "access";
+
+/// Logs one request: the client, the protocol it came in on, what it asked for, the status it
+/// got and how long the app took (microsecond precision); the VPC endpoint id only when the
+/// client came through one.
+pub(crate) fn record(
+    from: &Forwarding,
+    protocol: &'static str,
+    method: &str,
+    path: &str,
+    status: http::StatusCode,
+    upstream: Option<Duration>,
+) {
+    let upstream_ms = upstream.map_or(0.0, |d| d.as_micros() as f64 / 1000.0);
+    // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
+    tracing::info!(
+        target: TARGET,
+        client = %from.client,
+        protocol,
+        method = %method,
+        path = path,
+        status = status.as_u16(),
+        upstream_ms,
+        vpce = from.vpce(),
+    );
+}
+
+/// An event formatter: access events written directly, everything else by `other`.
+pub(crate) struct Lines<F> {
+    /// The general formatter, for every event that is not an access line.
+    pub(crate) other: F,
+    /// One JSON object per line rather than text.
+    pub(crate) json: bool,
+}
+
+impl<S, N, F> FormatEvent<S, N> for Lines<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let meta = event.metadata();
+        if meta.target() != TARGET {
+            return self.other.format_event(ctx, w, event);
+        }
+        let level = meta.level().as_str();
+        if self.json {
+            w.write_str("{\"timestamp\":\"")?;
+            log_time::write_now(&mut w)?;
+            for part in ["\",\"level\":\"", level, "\""] {
+                w.write_str(part)?;
+            }
+        } else {
+            log_time::write_now(&mut w)?;
+            let pad = &"     "[level.len().min(5)..];
+            for part in [" ", pad, level, " ", TARGET, ":"] {
+                w.write_str(part)?;
+            }
+        }
+        let mut fields = Fields {
+            w: &mut w,
+            json: self.json,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        if self.json {
+            w.write_str(",\"target\":\"")?;
+            w.write_str(TARGET)?;
+            w.write_str("\"}\n")
+        } else {
+            w.write_str("\n")
+        }
+    }
+}
+
+/// Writes each field as ` name=value` (text) or `,"name":value` (JSON).
+struct Fields<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    json: bool,
+    /// The first write that failed; the rest are skipped.
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    /// Writes one field; `value` writes its value after the name.
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>, bool) -> fmt::Result) {
+        if self.result.is_err() {
+            return;
+        }
+        let w = &mut *self.w;
+        let [before, after] = if self.json {
+            [",\"", "\":"]
+        } else {
+            [" ", "="]
+        };
+        self.result = [before, field.name(), after]
+            .into_iter()
+            .try_for_each(|part| w.write_str(part))
+            .and_then(|()| value(w, self.json));
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.field(field, |w, json| {
+            if json {
+                json_string(w, format_args!("{value}"))
+            } else if value
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+            {
+                // What `{:?}` writes for a string that needs no escapes.
+                w.write_char('"')?;
+                w.write_str(value)?;
+                w.write_char('"')
+            } else {
+                write!(w, "{value:?}")
+            }
+        });
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.field(field, |w, _| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.field(field, |w, _| w.write_str(itoa::Buffer::new().format(value)));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.field(field, |w, _| write!(w, "{value:?}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.field(field, |w, _| write!(w, "{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.field(field, |w, json| {
+            if json {
+                json_string(w, format_args!("{value:?}"))
+            } else {
+                write!(w, "{value:?}")
+            }
+        });
+    }
+}
+
+/// Writes `value` as a JSON string, escaped as serde_json escapes it.
+fn json_string(w: &mut Writer<'_>, value: fmt::Arguments<'_>) -> fmt::Result {
+    w.write_char('"')?;
+    JsonEscaped(w).write_fmt(value)?;
+    w.write_char('"')
+}
+
+/// Escapes what passes through it for the inside of a JSON string (RFC 8259 section 7).
+struct JsonEscaped<'a, 'w>(&'a mut Writer<'w>);
+
+impl Write for JsonEscaped<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::{Arc, Mutex};
+
+    use http::StatusCode;
+
+    use super::*;
+
+    /// Everything written to a test subscriber.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The requests each format is checked with: escapes, a VPC endpoint, no upstream time.
+    fn log_requests() {
+        let plain = Forwarding::new("192.0.2.7:40000".parse().unwrap(), Some(443), None, None);
+        let vpce = Some("vpce-0123456789abcdef0");
+        let via = Forwarding::new("[2001:db8::1]:5".parse().unwrap(), None, None, vpce);
+        let ms = |us| Some(Duration::from_micros(us));
+        record(&plain, "http1", "GET", "/", StatusCode::OK, ms(385));
+        record(
+            &plain,
+            "h2",
+            "POST",
+            "/a\"b\\c",
+            StatusCode::BAD_GATEWAY,
+            ms(60_000_001),
+        );
+        record(
+            &via,
+            "http1",
+            "GET",
+            "/\u{e9}\t\u{1f}\n\u{7f}",
+            StatusCode::OK,
+            None,
+        );
+        record(&via, "h2", "CONNECT", "/ws", StatusCode::OK, ms(0));
+    }
+
+    /// The lines the general formatter and [`Lines`] write for [`log_requests`], in that
+    /// order, each without its timestamp.
+    fn both(json: bool) -> [Vec<String>; 2] {
+        let run = |ours: bool| {
+            let out = Captured::default();
+            let sink = out.clone();
+            let builder = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || sink.clone());
+            let subscriber: Box<dyn Subscriber + Send + Sync> = match (json, ours) {
+                (false, false) => Box::new(builder.finish()),
+                (false, true) => Box::new(
+                    builder
+                        .map_event_format(|other| Lines { other, json })
+                        .finish(),
+                ),
+                (true, ours) => {
+                    let builder = builder.json().flatten_event(true).with_current_span(false);
+                    if ours {
+                        Box::new(
+                            builder
+                                .map_event_format(|other| Lines { other, json })
+                                .finish(),
+                        )
+                    } else {
+                        Box::new(builder.finish())
+                    }
+                }
+            };
+            tracing::subscriber::with_default(subscriber, log_requests);
+            let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(without_timestamp).collect::<Vec<_>>()
+        };
+        [run(false), run(true)]
+    }
+
+    fn without_timestamp(line: &str) -> String {
+        let (before, after) = line.split_once('Z').expect("a timestamp");
+        let stamp = before.trim_start_matches("{\"timestamp\":\"");
+        assert_eq!(stamp.len(), "2026-11-21T22:52:55.196621".len(), "{line}");
+        format!("{}{after}", &before[..before.len() - stamp.len()])
+    }
+
+    #[test]
+    fn text_lines_are_what_the_general_formatter_writes() {
+        let [general, ours] = both(false);
+        assert_eq!(general.len(), 4);
+        assert_eq!(ours, general);
+        assert_eq!(
+            ours[0],
+            "  INFO access: client=192.0.2.7:40000 protocol=\"http1\" method=GET path=\"/\" status=200 upstream_ms=0.385"
+        );
+        assert!(
+            ours[1].contains(r#"path="/a\"b\\c" status=502 upstream_ms=60000.001"#),
+            "{}",
+            ours[1]
+        );
+        assert!(
+            ours[2].ends_with(" upstream_ms=0.0 vpce=\"vpce-0123456789abcdef0\""),
+            "{}",
+            ours[2]
+        );
+    }
+
+    #[test]
+    fn json_lines_are_what_the_general_formatter_writes() {
+        let [general, ours] = both(true);
+        assert_eq!(general.len(), 4);
+        assert_eq!(ours, general);
+        let line: serde_json::Value = serde_json::from_str(&ours[2]).unwrap();
+        assert_eq!(line["path"], "/\u{e9}\t\u{1f}\n\u{7f}");
+        assert_eq!(line["client"], "[2001:db8::1]:5");
+        assert_eq!(line["vpce"], "vpce-0123456789abcdef0");
+        assert_eq!(line["upstream_ms"], 0.0);
+        assert_eq!(line["target"], "access");
+    }
+
+    #[test]
+    fn other_events_go_to_the_general_formatter() {
+        let out = Captured::default();
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .map_event_format(|other| Lines { other, json: false })
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(client = "192.0.2.1:1", "closing");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.ends_with(concat!(
+                "  WARN ",
+                module_path!(),
+                ": closing client=\"192.0.2.1:1\"\n"
+            )),
+            "{text}"
+        );
+    }
+}
