@@ -15,20 +15,20 @@ use tokio::net::TcpStream;
 /// RFC 9113 §3.4.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The protocol a connection starts with.
+/// The protocol a connection starts with, as its first bytes tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Protocol {
+pub(crate) enum Detected {
     Http1,
     H2,
 }
 
 /// What the bytes so far say; `None` until they can tell.
-pub(crate) fn detect(buf: &[u8]) -> Option<Protocol> {
+pub(crate) fn detect(buf: &[u8]) -> Option<Detected> {
     let n = buf.len().min(PREFACE.len());
     if buf[..n] != PREFACE[..n] {
-        Some(Protocol::Http1)
+        Some(Detected::Http1)
     } else if n == PREFACE.len() {
-        Some(Protocol::H2)
+        Some(Detected::H2)
     } else {
         None
     }
@@ -50,7 +50,7 @@ pub(crate) async fn read_until_known(
     buf: &mut BytesMut,
     idle: Duration,
     head: Duration,
-) -> Result<Protocol, Silence> {
+) -> Result<Detected, Silence> {
     loop {
         if let Some(p) = detect(buf) {
             return Ok(p);
@@ -129,17 +129,17 @@ mod tests {
 
     #[test]
     fn the_preface_is_told_from_http1_as_early_as_possible() {
-        assert_eq!(detect(PREFACE), Some(Protocol::H2));
+        assert_eq!(detect(PREFACE), Some(Detected::H2));
         assert_eq!(
             detect(&[PREFACE, b"\0\0\x12\x04"].concat()),
-            Some(Protocol::H2)
+            Some(Detected::H2)
         );
         for cut in 1..PREFACE.len() {
             assert_eq!(detect(&PREFACE[..cut]), None, "cut at {cut}");
         }
-        assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Some(Protocol::Http1));
-        assert_eq!(detect(b"POST"), Some(Protocol::Http1));
-        assert_eq!(detect(b"PROPFIND"), Some(Protocol::Http1));
-        assert_eq!(detect(b"PRI * HTTP/1.1\r\n"), Some(Protocol::Http1));
+        assert_eq!(detect(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
+        assert_eq!(detect(b"POST"), Some(Detected::Http1));
+        assert_eq!(detect(b"PROPFIND"), Some(Detected::Http1));
+        assert_eq!(detect(b"PRI * HTTP/1.1\r\n"), Some(Detected::Http1));
     }
 }

@@ -23,15 +23,17 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+use crate::http::Protocol;
+
 /// Why a client was cut off, for its warning.
 pub(crate) fn why(limit: Duration) -> String {
     format!("the client took none of the bytes waiting for it within SEND_TIMEOUT ({limit:?})")
 }
 
 /// Says, once per connection, that a client was cut off for not reading.
-fn warn(client: SocketAddr, limit: Duration, protocol: &str) {
+fn warn(client: SocketAddr, limit: Duration, protocol: Protocol) {
     let why = why(limit);
-    tracing::warn!(%client, protocol, "{why}; closing the connection");
+    tracing::warn!(%client, protocol = protocol.label(), "{why}; closing the connection");
 }
 
 /// The error a timed-out write fails with.
@@ -47,7 +49,7 @@ pub(crate) struct SendClock {
     limit: Option<Duration>,
     client: SocketAddr,
     /// What the connection carries, for the warning: `http1` or `tunnel`.
-    protocol: &'static str,
+    protocol: Protocol,
     /// Armed while a write is pending; absent otherwise, so a connection that never blocks
     /// allocates nothing for it.
     blocked: Option<Pin<Box<Sleep>>>,
@@ -55,7 +57,7 @@ pub(crate) struct SendClock {
 
 impl SendClock {
     /// A clock for writes to `client`; `limit` is `SEND_TIMEOUT` (`None`: never).
-    pub(crate) fn new(limit: Option<Duration>, client: SocketAddr, protocol: &'static str) -> Self {
+    pub(crate) fn new(limit: Option<Duration>, client: SocketAddr, protocol: Protocol) -> Self {
         SendClock {
             limit,
             client,
@@ -190,7 +192,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_pending_for_the_limit_times_out_and_a_ready_one_resets_the_clock() {
         let limit = Duration::from_secs(60);
-        let mut clock = SendClock::new(Some(limit), "192.0.2.1:4000".parse().unwrap(), "http1");
+        let mut clock = SendClock::new(
+            Some(limit),
+            "192.0.2.1:4000".parse().unwrap(),
+            Protocol::Http1,
+        );
         let pending = |clock: &mut SendClock| {
             poll_fn(|cx| Poll::Ready(clock.poll::<usize>(cx, Poll::Pending))).now_or_never()
         };

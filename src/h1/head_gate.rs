@@ -22,6 +22,7 @@ use crate::h1::request_head::{self, Head};
 use crate::http::chunked::Chunked;
 use crate::http::rules::BodyLength;
 use crate::http::rules::{HeadLimits, MAX_HEADERS};
+use crate::http::Protocol;
 use crate::proxy::tunnel::ClientSocket;
 use crate::telemetry::metrics::Metrics;
 
@@ -69,7 +70,7 @@ impl HeadGate {
         limits: Arc<HeadLimits>,
         send_timeout: Option<Duration>,
     ) -> Self {
-        let send = SendClock::new(send_timeout, ctx.forwarding.client, "http1");
+        let send = SendClock::new(send_timeout, ctx.forwarding.client, Protocol::Http1);
         let mut io = HeadGate {
             stream,
             ctx,

@@ -9,6 +9,7 @@ use http::StatusCode;
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
 use crate::http::rules::{self, Refusal, RequestRules};
+use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
 
 /// What the start of a buffer holds.
@@ -92,7 +93,7 @@ pub(crate) fn refuse(
     refusal: Refusal,
     head: bool,
 ) -> Vec<u8> {
-    metrics.request(false, refusal.status, std::time::Duration::ZERO);
+    metrics.request(Protocol::Http1, refusal.status, std::time::Duration::ZERO);
     log_refusal(from, &refusal);
     let text = format!("{}\n", refusal.reason);
     answer_bytes(refusal.status, &text, head, true)

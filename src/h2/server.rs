@@ -46,11 +46,12 @@ use crate::http::health;
 use crate::http::redirect;
 use crate::http::rules;
 use crate::http::rules::BodyLength;
+use crate::http::Protocol;
 use crate::proxy::h2_to_h1;
 use crate::proxy::h2_to_h1::AppBody;
 use crate::proxy::h2c;
 use crate::proxy::hyper_client::{self, Route};
-use crate::telemetry::access_log;
+use crate::telemetry::request::Answered;
 
 /// Flow-control window per stream: what a client that never reads can make the proxy hold.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -236,22 +237,16 @@ async fn stream(
         Either::Left(_) => for_h2(resp),
         Either::Right(_) => resp,
     };
-    let elapsed = started.elapsed();
-    shared.metrics.request(true, resp.status(), elapsed);
-    if ping {
-        shared.metrics.health_check(resp.status());
+    Answered {
+        from: &ctx.forwarding,
+        protocol: Protocol::H2,
+        method: method.as_str(),
+        path: &path,
+        status: resp.status(),
+        elapsed: started.elapsed(),
+        upstream,
     }
-    if !ping || shared.config.log_health_checks {
-        let upstream = upstream.then_some(elapsed);
-        access_log::record(
-            &ctx.forwarding,
-            "h2",
-            method.as_str(),
-            &path,
-            resp.status(),
-            upstream,
-        );
-    }
+    .record(&shared.metrics, shared.config.log_health_checks);
     Ok(resp.map(|body| {
         out.set(body);
         out

@@ -8,6 +8,7 @@ use std::time::Instant;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use tokio::net::TcpStream;
 
 use crate::conn::shared::Shared;
 use crate::conn::state::ConnCtx;
@@ -46,16 +47,8 @@ pub(crate) async fn forward(
         parts.headers.remove(name);
     }
     if let Some(pending) = sctx.take_upgrade() {
-        let (shared, client) = (shared.clone(), sctx.forwarding.client);
-        shared.tasks.clone().spawn(async move {
-            let limits = tunnel::Limits::of(&shared.config);
-            tokio::select! {
-                _ = tunnel::join_upgraded(&shared.metrics, limits, client, pending) => {}
-                _ = shared.drain.hard_stop.cancelled() => {
-                    tracing::info!(%client, "closing tunnel at the shutdown deadline");
-                }
-            }
-        });
+        // The client's side is an HTTP/2 stream, never a socket of its own.
+        tunnel::start::<TcpStream>(shared, sctx.forwarding.client, pending, ());
     }
     Response::from_parts(parts, body)
 }

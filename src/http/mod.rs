@@ -11,3 +11,23 @@ pub(crate) mod head;
 pub mod health;
 pub(crate) mod redirect;
 pub(crate) mod rules;
+
+/// What a client speaks on a connection, or a tunnel once the connection was upgraded: the
+/// label of its metrics, its access line and its send clock's warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    H2,
+    Tunnel,
+}
+
+impl Protocol {
+    /// The label: `http1`, `h2` or `tunnel`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+            Protocol::Tunnel => "tunnel",
+        }
+    }
+}

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::accept::detect::{self, Prefixed, Protocol, Silence};
+use crate::accept::detect::{self, Detected, Prefixed, Silence};
 use crate::accept::proxy_header::read_origin;
 use crate::config::Config;
 use crate::conn::shared::Shared;
@@ -37,10 +37,11 @@ use crate::http::forwarding::Forwarding;
 use crate::http::health;
 use crate::http::redirect;
 use crate::http::rules;
+use crate::http::Protocol;
 use crate::proxy::hyper_client::{self, Route};
 use crate::proxy::tunnel;
-use crate::telemetry::access_log;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request::Answered;
 
 /// Runs one accepted connection to its end. Never panics on anything the peer sends.
 pub(crate) async fn serve(
@@ -80,8 +81,8 @@ pub(crate) async fn serve(
         let config = &shared.config;
         let (idle, head) = (config.keepalive_timeout, config.request_header_timeout);
         match detect::read_until_known(&mut stream, &mut buf, idle, head).await {
-            Ok(Protocol::Http1) => {}
-            Ok(Protocol::H2) => {
+            Ok(Detected::Http1) => {}
+            Ok(Detected::H2) => {
                 let io = Prefixed::new(buf.freeze(), stream);
                 h2::server::serve(shared.clone(), ctx, io).await;
                 drop(open);
@@ -184,20 +185,8 @@ pub(crate) async fn serve(
         return;
     }
     if let Some(pending) = ctx.take_upgrade() {
-        // A task of its own: this one's state (hyper's connection, the clocks) is far larger
-        // than a tunnel needs, and a tunnel may stay open for days.
-        let client = ctx.forwarding.client;
-        let tasks = shared.tasks.clone();
-        tasks.spawn(async move {
-            let _open = open;
-            let limits = tunnel::Limits::of(&shared.config);
-            tokio::select! {
-                _ = tunnel::run::<HeadGate>(&shared.metrics, limits, client, pending) => {}
-                _ = shared.drain.hard_stop.cancelled() => {
-                    tracing::info!(%client, "closing tunnel at the shutdown deadline");
-                }
-            }
-        });
+        // The tunnel holds the connection's slot until it ends.
+        tunnel::start::<HeadGate>(&shared, ctx.forwarding.client, pending, open);
     }
 }
 
@@ -301,21 +290,15 @@ async fn handle(
             }
         }
     };
-    let elapsed = started.elapsed();
-    shared.metrics.request(false, resp.status(), elapsed);
-    if ping {
-        // Balancers poll this from every node many times a minute.
-        shared.metrics.health_check(resp.status());
+    Answered {
+        from: &ctx.forwarding,
+        protocol: Protocol::Http1,
+        method: method.as_str(),
+        path: uri.path(),
+        status: resp.status(),
+        elapsed: started.elapsed(),
+        upstream,
     }
-    if !ping || shared.config.log_health_checks {
-        access_log::record(
-            &ctx.forwarding,
-            "http1",
-            method.as_str(),
-            uri.path(),
-            resp.status(),
-            upstream.then_some(elapsed),
-        );
-    }
+    .record(&shared.metrics, shared.config.log_health_checks);
     Ok(resp.map(|inner| Tracked { inner, ctx }))
 }

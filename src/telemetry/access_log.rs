@@ -17,6 +17,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::http::forwarding::Forwarding;
+use crate::http::Protocol;
 use crate::telemetry::log_time;
 
 /// The target of access events, which [`Lines`] formats itself.
@@ -27,7 +28,7 @@ const TARGET: &str = "access";
 /// client came through one.
 pub(crate) fn record(
     from: &Forwarding,
-    protocol: &'static str,
+    protocol: Protocol,
     method: &str,
     path: &str,
     status: http::StatusCode,
@@ -38,7 +39,7 @@ pub(crate) fn record(
     tracing::info!(
         target: TARGET,
         client = %from.client,
-        protocol,
+        protocol = protocol.label(),
         method = %method,
         path = path,
         status = status.as_u16(),
@@ -241,10 +242,10 @@ mod tests {
         let vpce = Some("vpce-0123456789abcdef0");
         let via = Forwarding::new("[2001:db8::1]:5".parse().unwrap(), None, None, vpce);
         let ms = |us| Some(Duration::from_micros(us));
-        record(&plain, "http1", "GET", "/", StatusCode::OK, ms(385));
+        record(&plain, Protocol::Http1, "GET", "/", StatusCode::OK, ms(385));
         record(
             &plain,
-            "h2",
+            Protocol::H2,
             "POST",
             "/a\"b\\c",
             StatusCode::BAD_GATEWAY,
@@ -252,13 +253,13 @@ mod tests {
         );
         record(
             &via,
-            "http1",
+            Protocol::Http1,
             "GET",
             "/\u{e9}\t\u{1f}\n\u{7f}",
             StatusCode::OK,
             None,
         );
-        record(&via, "h2", "CONNECT", "/ws", StatusCode::OK, ms(0));
+        record(&via, Protocol::H2, "CONNECT", "/ws", StatusCode::OK, ms(0));
     }
 
     /// The lines the general formatter and [`Lines`] write for [`log_requests`], in that

@@ -15,6 +15,7 @@ use prometheus_client::registry::Registry;
 
 use crate::accept::proxy_header::Refusal;
 use crate::http::error::UpstreamError;
+use crate::http::Protocol;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -168,10 +169,10 @@ impl Metrics {
             accepted_plain: counter(&accepted, "listener", "plain"),
             accepted_tls: counter(&accepted, "listener", "tls"),
             open,
-            status: ["http1", "h2"].map(|p| {
+            status: [Protocol::Http1, Protocol::H2].map(|p| {
                 ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|c| {
                     requests
-                        .get_or_create(&vec![("protocol", p), ("class", c)])
+                        .get_or_create(&vec![("protocol", p.label()), ("class", c)])
                         .clone()
                 })
             }),
@@ -245,9 +246,11 @@ impl Metrics {
     }
 
     /// One request answered to a client speaking HTTP/2 (`h2`) or HTTP/1.x.
-    pub fn request(&self, h2: bool, status: StatusCode, elapsed: Duration) {
+    pub(crate) fn request(&self, protocol: Protocol, status: StatusCode, elapsed: Duration) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
-        self.status[usize::from(h2)][class].inc();
+        // A tunnel's request is the HTTP/1.1 handshake that opened it.
+        let by = usize::from(protocol == Protocol::H2);
+        self.status[by][class].inc();
         self.duration.observe(elapsed.as_secs_f64());
     }
 

@@ -5,3 +5,4 @@ pub(crate) mod exhaustion;
 pub(crate) mod log_time;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod request;

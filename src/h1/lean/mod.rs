@@ -33,8 +33,9 @@ use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
 use crate::http::rules::{BodyLength, Refusal, RequestRules};
 use crate::http::rules::{HeadLimits, MAX_HEADERS};
-use crate::telemetry::access_log;
+use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::request::Answered;
 use crate::upstream::Upstream;
 
 /// Read buffers larger than this are not kept between requests.
@@ -135,7 +136,11 @@ pub(crate) async fn serve(
         env,
         ctx,
         stream: client,
-        send: SendClock::new(env.config.send_timeout, ctx.forwarding.client, "http1"),
+        send: SendClock::new(
+            env.config.send_timeout,
+            ctx.forwarding.client,
+            Protocol::Http1,
+        ),
         counts,
         timer: Box::pin(tokio::time::sleep(env.config.keepalive_timeout)),
         stop: Watch::new(&env.drain.stop_accepting),
@@ -176,16 +181,17 @@ pub(crate) async fn serve(
                 return Outcome::Closed(why);
             }
         };
-        env.metrics.request(false, status, elapsed);
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
-        access_log::record(
-            &ctx.forwarding,
-            "http1",
-            text(&plan.method),
-            text(&plan.path),
+        Answered {
+            from: &ctx.forwarding,
+            protocol: Protocol::Http1,
+            method: text(&plan.method),
+            path: text(&plan.path),
             status,
-            Some(elapsed),
-        );
+            elapsed,
+            upstream: true,
+        }
+        .record(env.metrics, env.config.log_health_checks);
         buf.advance(plan.head_len);
         if close {
             return Outcome::Closed("closed after the response");
