@@ -33,6 +33,7 @@ fn scripted(path: &str) -> &'static [u8] {
         "/r/head-length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
         "/r/chunked-twice" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
         "/r/http10" => b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "/r/announced-trailer" => b"HTTP/1.1 200 OK\r\nTrailer: x-sum\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-sum: 7\r\n\r\n",
         "/r/dated" => b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2001 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
         _ => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     }
@@ -453,6 +454,33 @@ async fn responses_are_framed_the_same_way_on_either_path() {
             }
             assert!(resp.ends_with(ends), "{target} on {path:?}: {resp:?}");
         }
+    }
+}
+
+#[tokio::test]
+async fn announced_trailers_reach_a_client_that_accepts_them_on_either_path() {
+    // `Trailer` is end to end (RFC 9110 6.6.2): it passes, and so do the fields it announces
+    // to a client that sent `TE: trailers` (hyper's server sends them to no other).
+    for path in [Path::Lean, Path::Hyper] {
+        let request = req(
+            "GET /r/announced-trailer HTTP/1.1",
+            "Host: a\r\nTE: trailers\r\n",
+        );
+        let (resp, _) = through(path, &request).await;
+        let lower = resp.to_ascii_lowercase();
+        assert_eq!(status(&resp), 200, "{path:?}: {resp:?}");
+        assert!(
+            lower.contains("\r\ntrailer: x-sum\r\n"),
+            "{path:?}: {resp:?}"
+        );
+        assert!(
+            lower.contains("transfer-encoding: chunked"),
+            "{path:?}: {resp:?}"
+        );
+        assert!(
+            resp.ends_with("ok\r\n0\r\nx-sum: 7\r\n\r\n"),
+            "{path:?}: {resp:?}"
+        );
     }
 }
 

@@ -49,7 +49,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "MAX_CONNECTIONS", default: "10000", meaning: "open client connections; further ones wait in the accept queue" },
     Setting { name: "MAX_HEADER_BYTES", default: "64KiB", meaning: "larger request headers get 431" },
     Setting { name: "MAX_BODY_BYTES", default: "0", meaning: "larger request bodies get 413 (0 = no limit)" },
-    Setting { name: "DESTINATION_PROTOCOL", default: "http1", meaning: "how requests reach the app: `http1` (pooled HTTP/1.1), `h2c` (cleartext HTTP/2, needed for gRPC), or `auto` (HTTP/2 clients over h2c, HTTP/1.1 clients over HTTP/1.1)" },
+    Setting { name: "DESTINATION_PROTOCOL", default: "http1", meaning: "how requests reach the app: `http1` (pooled HTTP/1.1), `h2c` (every request over cleartext HTTP/2, from HTTP/1.1 clients too; needed for gRPC), or `auto` (HTTP/2 clients over h2c, HTTP/1.1 clients over HTTP/1.1)" },
     Setting { name: "H2_MAX_STREAMS", default: "100", meaning: "concurrent streams an HTTP/2 client may open on one connection" },
     Setting { name: "UPGRADE_PROTOCOLS", default: "websocket", meaning: "comma-separated Upgrade protocols passed to the app (case-insensitive); others are removed, h2c never passes" },
     Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },

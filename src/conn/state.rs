@@ -151,16 +151,17 @@ impl ConnCtx {
         self.upgrade.lock().ok()?.take()
     }
 
-    /// The gate passed a head to hyper with these rules.
+    /// The gate passed a head to hyper with these rules; `None` for a `/ping`, which no rules
+    /// judge.
     pub(crate) fn push_rules(&self, rules: Option<RequestRules>) {
         if let Ok(mut q) = self.rules.lock() {
             q.push_back(rules);
         }
     }
 
-    /// The rules of the request hyper is handing to the service now.
-    pub(crate) fn next_rules(&self) -> Option<Option<RequestRules>> {
-        self.rules.lock().ok()?.pop_front()
+    /// The rules of the request hyper is handing to the service now; `None` for a `/ping`.
+    pub(crate) fn next_rules(&self) -> Option<RequestRules> {
+        self.rules.lock().ok()?.pop_front().flatten()
     }
 }
 

@@ -313,6 +313,7 @@ async fn to_app(
             rules,
             authority,
             req,
+            Protocol::H2,
         ))
         .await;
         return resp.map(Either::Left);

@@ -44,6 +44,9 @@ impl UpstreamError {
     }
 }
 
+/// Why a request got `504`, on every path.
+pub(crate) const NO_RESPONSE_HEADERS: &str = "no response headers within RESPONSE_TIMEOUT";
+
 /// An error and each of its causes, outermost first.
 pub(crate) fn causes<'a>(
     e: &'a (dyn StdError + 'static),

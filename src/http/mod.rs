@@ -11,6 +11,7 @@ pub(crate) mod head;
 pub mod health;
 pub(crate) mod redirect;
 pub(crate) mod rules;
+pub(crate) mod websocket;
 
 /// What a client speaks on a connection, or a tunnel once the connection was upgraded: the
 /// label of its metrics, its access line and its send clock's warning.

@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use crate::conn::shared::Shared;
 use crate::http::body::{self, Body};
 use crate::http::chunked::Chunked;
-use crate::http::error::UpstreamError;
+use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
 use crate::http::rules::{self, Framing, RequestRules};
@@ -50,7 +50,7 @@ pub(crate) async fn forward<B>(
             Ok(Ok(found)) => found,
             Ok(Err(f)) => return Err(fail(f.kind, &f.why)),
             Err(_) => {
-                let why = "no response headers within RESPONSE_TIMEOUT";
+                let why = NO_RESPONSE_HEADERS;
                 return Err(fail(UpstreamError::Timeout, &why));
             }
         };

@@ -17,7 +17,7 @@ use hyper::body::{Body as HttpBody, Incoming};
 use crate::config::Config;
 use crate::conn::state::{ConnCtx, PendingUpgrade};
 use crate::http::body::{self, Body, RequestBody};
-use crate::http::error::{caused_by, causes, ErrorChain, UpstreamError};
+use crate::http::error::{caused_by, causes, ErrorChain, UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::forwarding::Forwarding;
 use crate::http::rules::{self, BodyLength, RequestRules, ResponseKind};
 use crate::telemetry::metrics::Metrics;
@@ -99,10 +99,7 @@ pub(crate) async fn forward(
             bad_body(client, limit, &e)
         }
         Ok(Err(Failure::Send(e))) => route.fail(UpstreamError::Reset, &ErrorChain(&e)),
-        Err(_) => route.fail(
-            UpstreamError::Timeout,
-            &"no response headers within RESPONSE_TIMEOUT",
-        ),
+        Err(_) => route.fail(UpstreamError::Timeout, &NO_RESPONSE_HEADERS),
     }
 }
 
@@ -161,7 +158,10 @@ fn prepare_head(parts: &mut request::Parts, from: &Forwarding, rules: &RequestRu
 }
 
 /// The app's response as the client gets it, or why it cannot be passed on (`502`).
-fn finish(resp: Response<Incoming>, rules: &RequestRules) -> Result<Response<Body>, &'static str> {
+pub(crate) fn finish(
+    resp: Response<Incoming>,
+    rules: &RequestRules,
+) -> Result<Response<Body>, &'static str> {
     let (mut parts, body) = resp.into_parts();
     let fields = parts
         .headers
@@ -214,7 +214,7 @@ pub(crate) async fn forward_upgrade(
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => return route.fail(UpstreamError::Reset, &ErrorChain(&e)),
         Err(_) => {
-            let why = "no response headers within RESPONSE_TIMEOUT";
+            let why = NO_RESPONSE_HEADERS;
             return route.fail(UpstreamError::Timeout, &why);
         }
     };

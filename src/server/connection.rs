@@ -25,7 +25,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::accept::detect::{self, Detected, Prefixed, Silence};
 use crate::accept::proxy_header::read_origin;
-use crate::config::Config;
+use crate::config::{Config, DestinationProtocol};
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Watch;
 use crate::conn::state::{ConnCtx, Expiry, Port, Tracked};
@@ -38,6 +38,7 @@ use crate::http::health;
 use crate::http::redirect;
 use crate::http::rules;
 use crate::http::Protocol;
+use crate::proxy::h2c;
 use crate::proxy::hyper_client::{self, Route};
 use crate::proxy::tunnel;
 use crate::telemetry::metrics::Metrics;
@@ -99,7 +100,9 @@ pub(crate) async fn serve(
         }
     }
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
-    let (stream, leftover) = if port == Port::Tls && !origin.health_only {
+    // The lean path speaks HTTP/1.1 to the app; with h2c every request goes through hyper.
+    let lean = shared.config.destination_protocol != DestinationProtocol::H2c;
+    let (stream, leftover) = if port == Port::Tls && !origin.health_only && lean {
         let mut counts = lean::Counts::default();
         let env = Env {
             upstream: &shared.upstream,
@@ -271,7 +274,21 @@ async fn handle(
     } else if ctx.port == Port::Plain {
         redirect::answer(&req)
     } else {
-        match judged.flatten() {
+        let h2c = shared.config.destination_protocol == DestinationProtocol::H2c;
+        match judged {
+            Some(rules) if h2c => {
+                upstream = true;
+                let h2 = &shared.h2_upstream;
+                let authority = (req.headers().get(header::HOST))
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(&shared.upstream.authority)
+                    .to_owned();
+                if rules.upgrade.is_some() {
+                    h2c::forward_upgrade(route, h2, &rules, &authority, req).await
+                } else {
+                    h2c::forward(route, h2, &rules, &authority, req, Protocol::Http1).await
+                }
+            }
             Some(rules) if rules.upgrade.is_some() => {
                 upstream = true;
                 hyper_client::forward_upgrade(route, &rules, req).await

@@ -3,7 +3,10 @@
 //! multiplexed on one connection, opened (and the app's name resolved) when there is none or
 //! the app has closed or sent GOAWAY on it.
 
-use std::sync::Mutex;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -21,21 +24,36 @@ pub(crate) type H2Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>
 /// Why a request got no response: the kind (for `502`/`504`) and the error itself.
 pub(crate) type Failed = (UpstreamError, Box<dyn std::error::Error + Send + Sync>);
 
+/// Why an extended CONNECT got no answer from the app.
+pub(crate) enum Refused {
+    /// The app does not accept extended CONNECT (no `SETTINGS_ENABLE_CONNECT_PROTOCOL`).
+    Disabled,
+    Failed(Failed),
+}
+
 /// The shared connection to an h2c app.
 #[derive(Default)]
 pub(crate) struct H2Upstream {
-    conn: Mutex<Option<SendRequest<H2Body>>>,
+    conn: Mutex<Option<Link>>,
+}
+
+/// One connection to the app: the handle to send on, and whether the app's SETTINGS allow
+/// extended CONNECT, which hyper tells only the connection's task.
+#[derive(Clone)]
+struct Link {
+    sender: SendRequest<H2Body>,
+    connect_enabled: Arc<AtomicBool>,
 }
 
 impl H2Upstream {
     /// The open connection, if it can still take requests.
-    fn current(&self) -> Option<SendRequest<H2Body>> {
+    fn current(&self) -> Option<Link> {
         let slot = self.conn.lock().ok()?;
-        slot.as_ref().filter(|s| !s.is_closed()).cloned()
+        slot.as_ref().filter(|l| !l.sender.is_closed()).cloned()
     }
 
     /// A new connection, which becomes the shared one.
-    async fn open(&self, up: &Upstream) -> Result<SendRequest<H2Body>, Failed> {
+    async fn open(&self, up: &Upstream) -> Result<Link, Failed> {
         let stream = up
             .connect()
             .await
@@ -45,15 +63,57 @@ impl H2Upstream {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|e| (UpstreamError::Connect, e.into()))?;
+        let connect_enabled = Arc::new(AtomicBool::new(false));
+        let flag = connect_enabled.clone();
+        let mut conn = conn;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ended = poll_fn(|cx| {
+                let polled = Pin::new(&mut conn).poll(cx);
+                let enabled = conn.is_extended_connect_protocol_enabled();
+                flag.store(enabled, Ordering::Relaxed);
+                polled
+            });
+            if let Err(e) = ended.await {
                 tracing::debug!(error = %ErrorChain(&e), "h2c upstream connection closed");
             }
         });
+        let link = Link {
+            sender,
+            connect_enabled,
+        };
         if let Ok(mut slot) = self.conn.lock() {
-            *slot = Some(sender.clone());
+            *slot = Some(link.clone());
         }
-        Ok(sender)
+        Ok(link)
+    }
+
+    /// Sends an extended CONNECT (RFC 8441) and returns the app's answer. `Refused::Disabled`
+    /// when the app has not allowed extended CONNECT in its SETTINGS: the request is not sent
+    /// once that is known, and a refusal of it is read as that once the SETTINGS have come.
+    pub(crate) async fn connect(
+        &self,
+        up: &Upstream,
+        req: Request<H2Body>,
+    ) -> Result<Response<Incoming>, Refused> {
+        let (mut link, fresh) = match self.current() {
+            Some(l) => (l, false),
+            None => (self.open(up).await.map_err(Refused::Failed)?, true),
+        };
+        let enabled = |link: &Link| link.connect_enabled.load(Ordering::Relaxed);
+        // The app's SETTINGS may still be on their way on a connection just opened.
+        if !fresh && !enabled(&link) {
+            return Err(Refused::Disabled);
+        }
+        let sent = match link.sender.ready().await {
+            Ok(()) => link.sender.send_request(req).await,
+            Err(e) => Err(e),
+        };
+        match sent {
+            Ok(resp) => Ok(resp),
+            // A refusal comes after the app's SETTINGS, so the flag is settled by now.
+            Err(_) if !enabled(&link) => Err(Refused::Disabled),
+            Err(e) => Err(Refused::Failed((UpstreamError::Reset, e.into()))),
+        }
     }
 
     /// Sends `req`; `again`, a copy of a bodiless idempotent request, is sent once more on a
@@ -65,8 +125,8 @@ impl H2Upstream {
         again: Option<Request<H2Body>>,
     ) -> Result<Response<Incoming>, Failed> {
         let mut sender = match self.current() {
-            Some(s) => s,
-            None => self.open(up).await?,
+            Some(l) => l.sender,
+            None => self.open(up).await?.sender,
         };
         let first = match sender.ready().await {
             Ok(()) => sender.send_request(req).await,
@@ -80,7 +140,7 @@ impl H2Upstream {
             return Err((UpstreamError::Reset, e.into()));
         };
         tracing::debug!(error = %ErrorChain(&e), "h2c request refused; sending it on a new connection");
-        let mut sender = self.open(up).await?;
+        let mut sender = self.open(up).await?.sender;
         sender
             .ready()
             .await

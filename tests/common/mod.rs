@@ -154,11 +154,22 @@ pub async fn start_app() -> App {
 }
 
 pub async fn start_app_on(listener: TcpListener) -> App {
-    serve_app(listener, false).await
+    serve_app(listener, AppSpeaks::Http1).await
 }
 
-/// The test app on `listener`, over HTTP/1.1 (with upgrades) or h2c.
-async fn serve_app(listener: TcpListener, h2c: bool) -> App {
+/// What the test app speaks.
+#[derive(Clone, Copy, PartialEq)]
+enum AppSpeaks {
+    /// HTTP/1.1, with upgrades.
+    Http1,
+    /// h2c, without extended CONNECT.
+    H2c,
+    /// h2c with extended CONNECT (RFC 8441): WebSockets over HTTP/2.
+    H2cWithWebSockets,
+}
+
+/// The test app on `listener`.
+async fn serve_app(listener: TcpListener, speaks: AppSpeaks) -> App {
     let addr = listener.local_addr().unwrap();
     let connections = Arc::new(AtomicUsize::new(0));
     let open = Arc::new(AtomicUsize::new(0));
@@ -174,11 +185,13 @@ async fn serve_app(listener: TcpListener, h2c: bool) -> App {
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| app(req, peer, guard.clone()));
                 let io = TokioIo::new(stream);
-                if h2c {
+                if speaks != AppSpeaks::Http1 {
                     let exec = hyper_util::rt::TokioExecutor::new();
-                    let _ = hyper::server::conn::http2::Builder::new(exec)
-                        .serve_connection(io, svc)
-                        .await;
+                    let mut h2 = hyper::server::conn::http2::Builder::new(exec);
+                    if speaks == AppSpeaks::H2cWithWebSockets {
+                        h2.enable_connect_protocol();
+                    }
+                    let _ = h2.serve_connection(io, svc).await;
                 } else {
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(io, svc)
@@ -198,7 +211,17 @@ async fn serve_app(listener: TcpListener, h2c: bool) -> App {
 
 /// An h2c app (HTTP/2 with prior knowledge), answering with the same routes.
 pub async fn start_h2_app() -> App {
-    serve_app(TcpListener::bind("127.0.0.1:0").await.unwrap(), true).await
+    serve_app(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        AppSpeaks::H2c,
+    )
+    .await
+}
+
+/// An h2c app that also takes WebSockets over HTTP/2 (RFC 8441) on `/ws`.
+pub async fn start_h2_websocket_app() -> App {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_app(listener, AppSpeaks::H2cWithWebSockets).await
 }
 
 /// An HTTP/2 client (prior knowledge) on a connection that starts with `header`.
@@ -288,7 +311,24 @@ async fn app(
                 Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"ok"))),
                 Ok(Frame::trailers(trailers)),
             ]);
-            Ok(Response::new(BodyExt::boxed(StreamBody::new(frames))))
+            let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+            // Announced, as RFC 9110 6.6.2 asks, so an HTTP/1.1 client can be sent them.
+            resp.headers_mut()
+                .insert("trailer", "grpc-status, x-trailer".parse().unwrap());
+            Ok(resp)
+        }
+        "/echo-trailers" => {
+            // The request body's length and its trailers, as the app received them.
+            let collected = req.into_body().collect().await;
+            let Ok(collected) = collected else {
+                return Ok(Response::new(full("body error")));
+            };
+            let mut text = String::new();
+            for (name, value) in collected.trailers().into_iter().flatten() {
+                text.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or("?")));
+            }
+            text.push_str(&format!("body-length: {}\n", collected.to_bytes().len()));
+            Ok(Response::new(full(text)))
         }
         "/echo-body" => {
             // The request body back as it arrives: both directions stream at once.
@@ -421,6 +461,12 @@ fn upgrade(
         .unwrap_or_default();
     let on_upgrade = hyper::upgrade::on(&mut *req);
     let mut resp = Response::new(full(""));
+    // An extended CONNECT (RFC 8441) is accepted with 200 and none of HTTP/1.1's fields.
+    let over_h2 = req.method() == hyper::Method::CONNECT;
+    if over_h2 {
+        tokio::spawn(serve_websocket(on_upgrade, xff, guard));
+        return Ok(resp);
+    }
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut()
         .insert("connection", "upgrade".parse().unwrap());
@@ -461,27 +507,34 @@ fn upgrade(
         .insert("upgrade", "websocket".parse().unwrap());
     resp.headers_mut()
         .insert("sec-websocket-accept", key.parse().unwrap());
-    tokio::spawn(async move {
-        let _guard = guard;
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        let _ = ws
-            .send(Message::text(format!("x-forwarded-for: {xff}")))
-            .await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
-            } else if msg.is_close() {
+    tokio::spawn(serve_websocket(on_upgrade, xff, guard));
+    Ok(resp)
+}
+
+/// The app's side of a WebSocket: a greeting that names the client address it was given,
+/// then an echo of every message until the client closes.
+async fn serve_websocket(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    xff: String,
+    guard: Arc<OpenGuard>,
+) {
+    let _guard = guard;
+    let Ok(upgraded) = on_upgrade.await else {
+        return;
+    };
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+    let _ = ws
+        .send(Message::text(format!("x-forwarded-for: {xff}")))
+        .await;
+    while let Some(Ok(msg)) = ws.next().await {
+        if msg.is_text() || msg.is_binary() {
+            if ws.send(msg).await.is_err() {
                 break;
             }
+        } else if msg.is_close() {
+            break;
         }
-    });
-    Ok(resp)
+    }
 }
 
 /// A proxy running in-process, with a handle to shut it down.

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::{until, Client, Plan};
 use crate::h1::request_head;
 use crate::http::chunked::Chunked;
-use crate::http::error::UpstreamError;
+use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::head::HeadWriter;
 use crate::http::rules::Framing;
 use crate::upstream::exchange::{self, Judged};
@@ -86,7 +86,7 @@ pub(super) async fn exchange(
         Some(Ok(found)) => found,
         Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
         None => {
-            let why = "no response headers within RESPONSE_TIMEOUT";
+            let why = NO_RESPONSE_HEADERS;
             return refuse(conn, UpstreamError::Timeout, why, plan).await;
         }
     };

@@ -27,13 +27,14 @@ pub(crate) struct HeadLimits {
 }
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1), besides those `Connection` names.
-/// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never honoured.
-const HOP_BY_HOP: [&str; 8] = [
+/// `HTTP2-Settings` belongs to an `h2c` upgrade, which is never honoured. `Trailer` is not one of
+/// them: it announces the trailer fields end to end (RFC 9110 §6.6.2), and hyper's HTTP/1.1
+/// server sends a response's trailers only when it is there.
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "http2-settings",
