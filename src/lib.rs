@@ -13,26 +13,32 @@
 //! - `config/`: the one table of settings ([`settings`]) and the checked [`Config`].
 //! - `http/`: HTTP independent of the engine speaking it. `rules/` decides every rule (framing,
 //!   Host and `:authority`, hop-by-hop and forwarding headers, upgrades, retries; `h2.rs`
-//!   applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `body`, `chunked`,
-//!   `date`, `forwarding` (the `X-Forwarded-*` facts of one connection), `error` (upstream
-//!   failures and their `502`/`504`), and the proxy's own answers `health` and `redirect`.
+//!   applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `clocks` (keep-alive
+//!   and request-header timeouts, for every path); `body`, `chunked`, `date`, `forwarding`
+//!   (the `X-Forwarded-*` facts of one connection), `error` (upstream failures and their
+//!   `502`/`504`), `websocket` (the handshake fields the proxy computes), the `Protocol` a
+//!   client speaks, and the proxy's own answers `health` and `redirect`.
 //! - `accept/`: before any HTTP. `sockets` (keepalive), `descriptors` (`RLIMIT_NOFILE` and the
 //!   connection cap), `proxy_header/` (the PROXY header and its TLVs), `detect` (HTTP/2 or
 //!   HTTP/1.1).
-//! - `telemetry/`: `metrics`, `exhaustion` (running out of descriptors), `access_log`,
-//!   `log_time`, `logging`.
+//! - `telemetry/`: `metrics`, `exhaustion` (running out of descriptors), `request` (the one
+//!   end-of-request record), `access_log`, `log_time`, `logging`.
 //! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
 //!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.
 //! - `conn/`: what a client connection carries: `state` (its clocks, counts and upstream link),
 //!   `shared` (what every connection shares), `send_timeout`, `shutdown` (the drain).
 //! - `proxy/`: a judged request to the app and back: `hyper_client` (through hyper's client,
-//!   and upgrade handshakes), `h2c`, `h2_to_h1` (body-less HTTP/2 streams to an HTTP/1.1 app),
-//!   `tunnel` (the bytes after a `101`).
+//!   and upgrade handshakes), `h2c` (from either kind of client, WebSockets as extended
+//!   CONNECT), `h2_to_h1` (body-less HTTP/2 streams to an HTTP/1.1 app), `tunnel/` (the bytes
+//!   after an accepted upgrade, one copy loop for sockets and HTTP/2 streams).
 //! - `h1/`: HTTP/1.1 clients: `request_head` (reading and judging a head), `lean/` (body-less
-//!   requests relayed as bytes), `head_gate` (every byte hyper's server reads passes it).
-//! - `h2/`: HTTP/2 clients: `server`, `streams` (run in the connection's task), `body`,
-//!   `guard/` (PING and SETTINGS floods), `websocket` (RFC 8441).
-//! - `server/`: the bound [`Proxy`], its `listener`, the `connection` task by phase, and the
+//!   requests relayed as bytes), `head_gate` (every byte hyper's server reads passes it),
+//!   `server` (hyper's server and the service that routes what it reads).
+//! - `h2/`: HTTP/2 clients: `server` (the connection's life), `service` (one stream),
+//!   `streams` (run in the connection's task), `body`, `guard/` (PING and SETTINGS floods),
+//!   `websocket` (RFC 8441).
+//! - `server/`: the bound [`Proxy`], its `listener`, the `connection` task phase by phase
+//!   (origin, detection, HTTP/2 or the lean path then hyper, tunnel), and the
 //!   `metrics_endpoint`.
 
 mod accept;
@@ -56,7 +62,7 @@ use std::future::Future;
 use std::io;
 
 pub use config::Config;
-pub use conn::state::Port;
+pub use config::Port;
 pub use http::error::UpstreamError;
 pub use http::forwarding::Forwarding;
 pub use server::Proxy;

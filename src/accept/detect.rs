@@ -6,11 +6,12 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::http::clocks::{Clocks, Expiry, Phase};
 
 /// RFC 9113 §3.4.
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -43,24 +44,31 @@ pub(crate) enum Silence {
     Stalled,
 }
 
-/// Reads onto `buf` until [`detect`] can tell: an idle connection gets `idle`, a started
-/// preface `head` to complete.
+/// Reads onto `buf` until [`detect`] can tell, by the connection's clocks: an idle connection
+/// has `KEEPALIVE_TIMEOUT`, a started preface `REQUEST_HEADER_TIMEOUT` from its first byte.
 pub(crate) async fn read_until_known(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    idle: Duration,
-    head: Duration,
+    clocks: &mut Clocks,
 ) -> Result<Detected, Silence> {
+    let now = tokio::time::Instant::now();
+    let mut phase = match buf.is_empty() {
+        true => Phase::Idle { since: now },
+        false => Phase::Head { started: now },
+    };
     loop {
         if let Some(p) = detect(buf) {
             return Ok(p);
         }
-        let limit = if buf.is_empty() { idle } else { head };
-        match tokio::time::timeout(limit, stream.read_buf(buf)).await {
+        match clocks.until(phase, stream.read_buf(buf)).await {
             Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(Silence::Idle),
-            Err(_) if buf.is_empty() => return Err(Silence::Idle),
-            Err(_) => return Err(Silence::Stalled),
+            Ok(_) | Err(Expiry::KeepAlive) => return Err(Silence::Idle),
+            Err(Expiry::RequestHeader) => return Err(Silence::Stalled),
+        }
+        if let Phase::Idle { .. } = phase {
+            phase = Phase::Head {
+                started: tokio::time::Instant::now(),
+            };
         }
     }
 }

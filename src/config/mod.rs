@@ -25,6 +25,15 @@ pub enum ProxyProtocol {
     Off,
 }
 
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Port {
+    /// `LISTEN_ON`: redirect to https.
+    Plain,
+    /// `LISTEN_ON_TLS`: forward to the app.
+    Tls,
+}
+
 /// How requests reach the app (`DESTINATION_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DestinationProtocol {

@@ -13,31 +13,17 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::upgrade::OnUpgrade;
 
+use crate::config::Port;
 use crate::http::body::Body;
+use crate::http::clocks::Phase;
 use crate::http::forwarding::Forwarding;
 use crate::http::rules::RequestRules;
 use crate::upstream::Driver;
-
-/// Which listener a connection arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Port {
-    /// `LISTEN_ON`: redirect to https.
-    Plain,
-    /// `LISTEN_ON_TLS`: forward to the app.
-    Tls,
-}
 
 /// Two upgrades waiting to be joined once hyper has handed both sockets back.
 pub(crate) struct PendingUpgrade {
     pub(crate) client: OnUpgrade,
     pub(crate) upstream: OnUpgrade,
-}
-
-/// Which of the connection's clocks ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    RequestHeader,
-    KeepAlive,
 }
 
 /// The state of one client connection.
@@ -120,24 +106,17 @@ impl ConnCtx {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// When this connection should be closed if nothing changes; `None` while a request is
-    /// in flight.
-    pub(crate) fn deadline(
-        &self,
-        request_header_timeout: Duration,
-        keepalive_timeout: Duration,
-    ) -> Option<(tokio::time::Instant, Expiry)> {
+    /// Where the connection stands, for its [`Clocks`](crate::http::clocks::Clocks).
+    pub(crate) fn phase(&self) -> Phase {
         if self.busy() {
-            return None;
+            return Phase::Busy;
         }
-        let head = self.head_started.load(Ordering::Relaxed);
-        if head != 0 {
-            return Some((at(head) + request_header_timeout, Expiry::RequestHeader));
+        match self.head_started.load(Ordering::Relaxed) {
+            0 => Phase::Idle {
+                since: at(self.idle_since.load(Ordering::Relaxed)),
+            },
+            head => Phase::Head { started: at(head) },
         }
-        Some((
-            at(self.idle_since.load(Ordering::Relaxed)) + keepalive_timeout,
-            Expiry::KeepAlive,
-        ))
     }
 
     /// Called by the upgrade path once the app has answered `101`.

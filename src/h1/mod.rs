@@ -4,3 +4,4 @@
 pub(crate) mod head_gate;
 pub(crate) mod lean;
 pub(crate) mod request_head;
+pub(crate) mod server;

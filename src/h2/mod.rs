@@ -4,5 +4,6 @@
 pub(crate) mod body;
 pub(crate) mod guard;
 pub(crate) mod server;
+pub(crate) mod service;
 pub(crate) mod streams;
 pub(crate) mod websocket;

@@ -11,47 +11,30 @@
 //! (rapid reset) and CONTINUATION frames, and [`crate::h2::guard`]'s on PING and SETTINGS floods; a
 //! client that trips one gets GOAWAY and a warning.
 
-use std::convert::Infallible;
 use std::future::{poll_fn, Future};
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Request, Response};
-use http_body_util::Either;
-use hyper::body::{Body as HttpBody, Incoming};
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::accept::detect::Prefixed;
-use crate::config::{Config, DestinationProtocol};
+use crate::config::Config;
 use crate::conn::send_timeout::{self, StallWatch, Stalls};
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Watch;
-use crate::conn::state::{ConnCtx, Port};
-use crate::h1::request_head::log_refusal;
+use crate::conn::state::ConnCtx;
 use crate::h2::body::StreamBody;
 use crate::h2::guard::{Guarded, Verdict, CONTROL_FRAMES_PER_SECOND};
+use crate::h2::service;
 use crate::h2::streams::{Inbox, Streams};
-use crate::h2::websocket;
-use crate::http::body::{self, Body};
+use crate::http::clocks::{Clocks, Phase};
 use crate::http::error::ErrorChain;
-use crate::http::health;
-use crate::http::redirect;
-use crate::http::rules;
-use crate::http::rules::BodyLength;
-use crate::http::Protocol;
-use crate::proxy::h2_to_h1;
-use crate::proxy::h2_to_h1::AppBody;
-use crate::proxy::h2c;
-use crate::proxy::hyper_client::{self, Route};
-use crate::telemetry::request::Answered;
 
 /// Flow-control window per stream: what a client that never reads can make the proxy hold.
 const STREAM_WINDOW: u32 = 256 * 1024;
@@ -87,7 +70,12 @@ fn builder(config: &Config, exec: Inbox) -> http2::Builder<Inbox> {
 }
 
 /// Serves one HTTP/2 client connection to its end; `io` replays the bytes already read.
-pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<TcpStream>) {
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    io: Prefixed<TcpStream>,
+    clocks: &mut Clocks,
+) {
     shared.metrics.h2_connection(1);
     let _open = Gauge(&shared);
     let started = Arc::new(AtomicBool::new(false));
@@ -98,7 +86,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
         service_fn(move |req| {
             started.store(true, Ordering::Relaxed);
             let out = StreamBody::open(shared.clone(), ctx.clone(), stalls.clone());
-            stream(shared.clone(), ctx.clone(), out, req)
+            service::stream(shared.clone(), ctx.clone(), out, req)
         })
     };
     let config = &shared.config;
@@ -110,29 +98,27 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
     let mut conn = pin!(h2.serve_connection(io, svc));
     let mut stop = Watch::new(&shared.drain.stop_accepting);
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
-    // REQUEST_HEADER_TIMEOUT: for the first stream's headers; KEEPALIVE_TIMEOUT: while no
-    // stream is open.
-    let first = tokio::time::Instant::now() + config.request_header_timeout;
-    let mut sleep = pin!(tokio::time::sleep_until(first));
-    let mut graceful = false;
-    let mut expired = false;
-    let mut cut = false;
+    // Until the first stream, its headers are the head that has begun.
+    let accepted = Phase::Head {
+        started: tokio::time::Instant::now(),
+    };
+    let mut life = Life::Serving;
     let client = ctx.forwarding.client;
     let ended = poll_fn(|cx| {
         if hard_stop.poll_set(cx) {
             return Poll::Ready(Ok(()));
         }
-        if !graceful && stop.poll_set(cx) {
+        if matches!(life, Life::Serving) && stop.poll_set(cx) {
             // GOAWAY with the last stream id; open streams finish within SHUTDOWN_TIMEOUT.
             conn.as_mut().graceful_shutdown();
-            graceful = true;
+            life = Life::Draining;
         }
         streams.poll_running(cx);
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(result);
         }
         streams.poll(cx);
-        if !cut {
+        if !matches!(life, Life::Closing { .. }) {
             let why = if let Some(kind) = verdict.flood() {
                 Some(format!("{kind} flood, more than {CONTROL_FRAMES_PER_SECOND} in a second"))
             } else if let Poll::Ready(limit) = stall.poll(cx) {
@@ -144,47 +130,77 @@ pub(crate) async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: Prefixed<T
             if let Some(why) = why {
                 // The guard has the GOAWAY ready; h2's next write sends it.
                 tracing::warn!(%client, reason = "ENHANCE_YOUR_CALM", "HTTP/2 connection closed with GOAWAY: {why}");
-                cut = true;
                 conn.as_mut().graceful_shutdown();
-                (graceful, expired) = (true, true);
-                sleep.as_mut().reset(tokio::time::Instant::now() + GOAWAY_GRACE);
+                life = Life::closing(Cut::Misbehaved);
+                // hyper writes the GOAWAY when the connection is polled again.
                 cx.waker().wake_by_ref();
             }
         }
-        if expired {
-            // The GOAWAY's grace is over: close whatever the client still holds open.
-            if sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(()));
+        if matches!(life, Life::Serving) {
+            let first = !started.load(Ordering::Relaxed);
+            let phase = if first { accepted } else { ctx.phase() };
+            if clocks.poll_expired(cx, phase).is_ready() {
+                if first {
+                    tracing::warn!(%client, "no HTTP/2 request within REQUEST_HEADER_TIMEOUT; closing");
+                }
+                conn.as_mut().graceful_shutdown();
+                life = Life::closing(Cut::Expired);
+                // hyper writes the GOAWAY when the connection is polled again.
+                cx.waker().wake_by_ref();
             }
-        } else if !graceful {
-            let deadline = if !started.load(Ordering::Relaxed) {
-                Some(first)
-            } else {
-                ctx.deadline(config.request_header_timeout, config.keepalive_timeout)
-                    .map(|(at, _)| at)
-            };
-            if let Some(at) = deadline {
-                if sleep.deadline() != at {
-                    sleep.as_mut().reset(at);
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    if !started.load(Ordering::Relaxed) {
-                        tracing::warn!(%client, "no HTTP/2 request within REQUEST_HEADER_TIMEOUT; closing");
-                    }
-                    conn.as_mut().graceful_shutdown();
-                    graceful = true;
-                    expired = true;
-                    sleep.as_mut().reset(tokio::time::Instant::now() + GOAWAY_GRACE);
-                    cx.waker().wake_by_ref();
-                }
+        }
+        if let Life::Closing { grace, .. } = &mut life {
+            // The GOAWAY's grace is over: close whatever the client still holds open.
+            if grace.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
             }
         }
         Poll::Pending
     })
     .await;
+    let misbehaved = matches!(
+        life,
+        Life::Closing {
+            cut: Cut::Misbehaved,
+            ..
+        }
+    );
     match ended {
-        Err(e) if !cut => report(client, &e),
+        Err(e) if !misbehaved => report(client, &e),
         _ => {}
+    }
+}
+
+/// Where an HTTP/2 connection is in its life.
+enum Life {
+    /// Serving streams, its clocks running.
+    Serving,
+    /// GOAWAY sent for the drain: open streams finish within `SHUTDOWN_TIMEOUT`.
+    Draining,
+    /// GOAWAY sent to cut the connection: the client has until `grace` to let it go.
+    Closing {
+        grace: Pin<Box<tokio::time::Sleep>>,
+        cut: Cut,
+    },
+}
+
+/// Why the proxy cut an HTTP/2 connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// A flood, or a client that stopped reading: warned about when it was found.
+    Misbehaved,
+    /// A clock ran out.
+    Expired,
+}
+
+impl Life {
+    /// After a GOAWAY that cuts the connection: the grace a client gets to let it go (the
+    /// graceful GOAWAY waits for a PING round trip that a silent client never makes).
+    fn closing(cut: Cut) -> Life {
+        Life::Closing {
+            grace: Box::pin(tokio::time::sleep(GOAWAY_GRACE)),
+            cut,
+        }
     }
 }
 
@@ -209,157 +225,4 @@ impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         self.0.metrics.h2_connection(-1);
     }
-}
-
-/// Serves one stream: `/ping`, the plain port's redirect, or the app; then its access line.
-async fn stream(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
-    // Ends the stream's accounting however it ends, a reset before the answer included.
-    mut out: StreamBody,
-    req: Request<Incoming>,
-) -> Result<Response<StreamBody>, Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let ping = rules::is_ping(method.as_str(), &path);
-    let mut upstream = false;
-    let resp = if ping {
-        health::answer(shared.drain.is_draining()).map(Either::Left)
-    } else if ctx.port == Port::Plain {
-        redirect::answer(&req).map(Either::Left)
-    } else {
-        upstream = true;
-        to_app(&shared, &ctx, req, &mut out.driven).await
-    };
-    // The app's answers on the body-less path were built for HTTP/2 (`h2_to_h1::client_head`).
-    let resp = match resp.body() {
-        Either::Left(_) => for_h2(resp),
-        Either::Right(_) => resp,
-    };
-    Answered {
-        from: &ctx.forwarding,
-        protocol: Protocol::H2,
-        method: method.as_str(),
-        path: &path,
-        status: resp.status(),
-        elapsed: started.elapsed(),
-        upstream,
-    }
-    .record(&shared.metrics, shared.config.log_health_checks);
-    Ok(resp.map(|body| {
-        out.set(body);
-        out
-    }))
-}
-
-/// Checks the stream by the rules and forwards it as `DESTINATION_PROTOCOL` says.
-async fn to_app(
-    shared: &Arc<Shared>,
-    ctx: &Arc<ConnCtx>,
-    mut req: Request<Incoming>,
-    driven: &mut Option<Arc<ConnCtx>>,
-) -> Response<Either<Body, AppBody>> {
-    let config = &shared.config;
-    let protocol = req.extensions().get::<hyper::ext::Protocol>();
-    let fields = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_bytes()));
-    let checked = rules::check_h2_request(
-        req.method().as_str(),
-        req.uri(),
-        protocol.map(|p| p.as_str()),
-        fields,
-        req.body().is_end_stream(),
-        &config.upgrade_protocols,
-    );
-    let checked = match checked {
-        Ok(c) => c,
-        Err(refusal) => {
-            log_refusal(&ctx.forwarding, &refusal);
-            return body::text(refusal.status, refusal.reason).map(Either::Left);
-        }
-    };
-    let (rules, authority) = (&checked.rules, checked.authority.as_str());
-    let http1 = config.destination_protocol == DestinationProtocol::Http1;
-    if http1 && rules.upgrade.is_none() && rules.body == BodyLength::None {
-        return match h2_to_h1::forward(shared, &ctx.forwarding, rules, authority, &req).await {
-            Ok(resp) => resp.map(Either::Right),
-            Err(answer) => answer.map(Either::Left),
-        };
-    }
-    // The futures of the paths below are boxed: inline, they made every stream's future 9 KB
-    // rather than 2.7 KB, copied each time hyper hands a stream on, for the few that take them.
-    // Each stream drives its own upstream link: streams run in tasks of their own.
-    let sctx = Arc::new(ConnCtx::new(ctx.forwarding.clone(), ctx.port, false));
-    let route = Route {
-        upstream: &shared.upstream,
-        metrics: &shared.metrics,
-        config,
-        ctx: &sctx,
-    };
-    if rules.upgrade.is_some() {
-        let resp = Box::pin(websocket::forward(
-            shared, &sctx, route, rules, authority, req,
-        ))
-        .await;
-        return resp.map(Either::Left);
-    }
-    if !http1 {
-        let resp = Box::pin(h2c::forward(
-            route,
-            &shared.h2_upstream,
-            rules,
-            authority,
-            req,
-            Protocol::H2,
-        ))
-        .await;
-        return resp.map(Either::Left);
-    }
-    let headers = req.headers_mut();
-    if let Ok(host) = HeaderValue::from_str(authority) {
-        headers.insert(header::HOST, host);
-    }
-    let fields = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
-    if let Some(joined) = rules::joined_cookies(fields) {
-        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-            headers.insert(header::COOKIE, value);
-        }
-    }
-    let resp = Box::pin(drive(
-        shared,
-        &sctx,
-        hyper_client::forward(route, rules, req),
-    ))
-    .await;
-    *driven = Some(sctx);
-    resp.map(Either::Left)
-}
-
-/// Runs `fut` while moving the stream's upstream link along, as a connection task does.
-async fn drive<F: Future>(shared: &Shared, sctx: &ConnCtx, fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        sctx.upstream.poll(cx, &shared.upstream, true);
-        let out = fut.as_mut().poll(cx);
-        sctx.upstream.poll(cx, &shared.upstream, true);
-        out
-    })
-    .await
-}
-
-/// Removes what HTTP/2 forbids from an answer built for HTTP/1.1 (`Connection`, framing).
-fn for_h2<B>(mut resp: Response<B>) -> Response<B> {
-    let headers = resp.headers_mut();
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    resp
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod body;
 pub(crate) mod chunked;
+pub(crate) mod clocks;
 pub(crate) mod date;
 pub(crate) mod error;
 pub(crate) mod forwarding;

@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::accept::descriptors;
 use crate::accept::sockets;
+use crate::config::Port;
 use crate::conn::shared::Shared;
-use crate::conn::state::Port;
 use crate::server::connection;
 use crate::telemetry::metrics::DescriptorUse;
 

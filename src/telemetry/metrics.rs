@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::accept::proxy_header::Refusal;
+use crate::config::Port;
 use crate::http::error::UpstreamError;
 use crate::http::Protocol;
 
@@ -194,11 +195,10 @@ impl Metrics {
         }
     }
 
-    pub fn accepted(&self, tls: bool) {
-        if tls {
-            &self.accepted_tls
-        } else {
-            &self.accepted_plain
+    pub(crate) fn accepted(&self, port: Port) {
+        match port {
+            Port::Tls => &self.accepted_tls,
+            Port::Plain => &self.accepted_plain,
         }
         .inc();
         self.open.inc();

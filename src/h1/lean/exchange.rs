@@ -7,7 +7,7 @@ use http::StatusCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::{until, Client, Plan};
+use super::{Client, Plan};
 use crate::h1::request_head;
 use crate::http::chunked::Chunked;
 use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
@@ -82,7 +82,7 @@ pub(super) async fn exchange(
         client_head(judged, plan, draining, out)
     });
     let deadline = tokio::time::Instant::now() + upstream.response_timeout;
-    let (mut app, reply) = match until(&mut conn.timer, deadline, asking).await {
+    let (mut app, reply) = match conn.clocks.before(deadline, asking).await {
         Some(Ok(found)) => found,
         Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
         None => {

@@ -13,22 +13,22 @@
 
 mod exchange;
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::ops::Range;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
 
 use crate::config::Config;
 use crate::conn::send_timeout::SendClock;
 use crate::conn::shutdown::{Drain, Watch};
 use crate::conn::state::ConnCtx;
 use crate::h1::request_head::{self, Head};
+use crate::http::clocks::{Clocks, Expiry, Phase};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
 use crate::http::rules::{BodyLength, Refusal, RequestRules};
@@ -95,8 +95,8 @@ struct Client<'a> {
     /// `SEND_TIMEOUT` for every write to `stream`.
     send: SendClock,
     counts: &'a mut Counts,
-    /// The one timer behind every clock of the connection (see [`until`]).
-    timer: Pin<Box<Sleep>>,
+    /// The connection's clocks, kept for hyper's path if the connection goes there.
+    clocks: &'a mut Clocks,
     stop: Watch<'a>,
 }
 
@@ -128,7 +128,7 @@ impl Client<'_> {
 pub(crate) async fn serve(
     env: &Env<'_>,
     ctx: &ConnCtx,
-    client: TcpStream,
+    (client, clocks): (TcpStream, &mut Clocks),
     mut buf: BytesMut,
     counts: &mut Counts,
 ) -> Outcome {
@@ -142,7 +142,7 @@ pub(crate) async fn serve(
             Protocol::Http1,
         ),
         counts,
-        timer: Box::pin(tokio::time::sleep(env.config.keepalive_timeout)),
+        clocks,
         stop: Watch::new(&env.drain.stop_accepting),
     };
     let mut out = Vec::new();
@@ -204,32 +204,6 @@ pub(crate) async fn serve(
 
 /// Runs `fut` until `deadline`; `None` if the deadline came first.
 ///
-/// The connection's clocks share one timer, which is moved only when it must fire earlier;
-/// firing early just re-arms it. A timer registered and removed for each request cost more
-/// than the rest of the request's bookkeeping.
-async fn until<F: Future>(
-    timer: &mut Pin<Box<Sleep>>,
-    deadline: tokio::time::Instant,
-    fut: F,
-) -> Option<F::Output> {
-    if timer.deadline() > deadline {
-        timer.as_mut().reset(deadline);
-    }
-    let mut fut = pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Some(out),
-            _ = timer.as_mut() => {
-                if tokio::time::Instant::now() >= deadline {
-                    return None;
-                }
-                timer.as_mut().reset(deadline);
-            }
-        }
-    }
-}
-
 /// Reads more of a request head: the keep-alive clock runs while nothing has arrived, the
 /// request-header clock from the first byte; a drain closes a connection that is idle.
 async fn read_more(
@@ -237,15 +211,18 @@ async fn read_more(
     buf: &mut BytesMut,
     head_started: &mut Option<tokio::time::Instant>,
 ) -> Result<(), &'static str> {
-    let config = conn.env.config;
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
     let idle = buf.is_empty();
-    let deadline = if idle {
-        tokio::time::Instant::now() + config.keepalive_timeout
+    let phase = if idle {
+        Phase::Idle {
+            since: tokio::time::Instant::now(),
+        }
     } else {
-        *head_started.get_or_insert_with(tokio::time::Instant::now) + config.request_header_timeout
+        Phase::Head {
+            started: *head_started.get_or_insert_with(tokio::time::Instant::now),
+        }
     };
     let (stream, stop) = (&mut conn.stream, &mut conn.stop);
     let read = async {
@@ -255,12 +232,12 @@ async fn read_more(
             _ = stop, if idle => Err("draining"),
         }
     };
-    let n = match until(&mut conn.timer, deadline, read).await {
-        Some(Ok(Ok(n))) => n,
-        Some(Ok(Err(_))) => return Err("client read error"),
-        Some(Err(why)) => return Err(why),
-        None if idle => return Err("keep-alive idle timeout"),
-        None => {
+    let n = match conn.clocks.until(phase, read).await {
+        Ok(Ok(Ok(n))) => n,
+        Ok(Ok(Err(_))) => return Err("client read error"),
+        Ok(Err(why)) => return Err(why),
+        Err(Expiry::KeepAlive) => return Err("keep-alive idle timeout"),
+        Err(Expiry::RequestHeader) => {
             tracing::warn!(client = %conn.ctx.forwarding.client, "request headers not received within REQUEST_HEADER_TIMEOUT; closing");
             return Err("request header timeout");
         }
