@@ -139,9 +139,9 @@ impl HeadGate {
                         &limits.upgrades,
                     ) {
                         Head::Partial => return,
-                        Head::Refused(refusal, head) => {
+                        Head::Refused(refused) => {
                             let from = &self.ctx.forwarding;
-                            let bytes = request_head::refuse(from, &self.metrics, refusal, head);
+                            let bytes = request_head::refuse(from, &self.metrics, refused);
                             self.refusal = Some((bytes, 0));
                             self.gate = Gate::Refused;
                             return;

@@ -12,12 +12,20 @@ use crate::http::rules::{self, Refusal, RequestRules};
 use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
 
+/// A refused head and how to answer it.
+#[derive(Debug)]
+pub(crate) struct Refused {
+    pub(crate) refusal: Refusal,
+    /// It was a `HEAD`: the answer has no body.
+    pub(crate) to_head: bool,
+}
+
 /// What the start of a buffer holds.
 pub(crate) enum Head<'b> {
     /// Not a whole head yet.
     Partial,
-    /// A head the proxy refuses, and whether it was a `HEAD`; nothing of it reaches the app.
-    Refused(Refusal, bool),
+    /// A head the proxy refuses; nothing of it reaches the app.
+    Refused(Refused),
     Parsed(Parsed<'b>),
 }
 
@@ -50,13 +58,21 @@ pub(crate) fn read<'b>(
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) if n <= limit => n,
         Ok(httparse::Status::Partial) if buf.len() < limit => return Head::Partial,
-        Ok(_) | Err(httparse::Error::TooManyHeaders) => return Head::Refused(TOO_LARGE, false),
+        Ok(_) | Err(httparse::Error::TooManyHeaders) => {
+            return Head::Refused(Refused {
+                refusal: TOO_LARGE,
+                to_head: false,
+            })
+        }
         Err(_) => {
             let malformed = Refusal {
                 status: StatusCode::BAD_REQUEST,
                 reason: "malformed request head",
             };
-            return Head::Refused(malformed, false);
+            return Head::Refused(Refused {
+                refusal: malformed,
+                to_head: false,
+            });
         }
     };
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
@@ -64,7 +80,10 @@ pub(crate) fn read<'b>(
     };
     let head = method == "HEAD";
     if let Err(refusal) = rules::check_target(method, target) {
-        return Head::Refused(refusal, head);
+        return Head::Refused(Refused {
+            refusal,
+            to_head: head,
+        });
     }
     let fields = req.headers.iter().map(|h| (h.name, h.value));
     let rules = if rules::is_ping(method, target) {
@@ -72,7 +91,12 @@ pub(crate) fn read<'b>(
     } else {
         match rules::check_request(method, target, version == 1, fields, upgrades) {
             Ok(rules) => Some(rules),
-            Err(refusal) => return Head::Refused(refusal, head),
+            Err(refusal) => {
+                return Head::Refused(Refused {
+                    refusal,
+                    to_head: head,
+                })
+            }
         }
     };
     Head::Parsed(Parsed {
@@ -87,16 +111,12 @@ pub(crate) fn read<'b>(
 
 /// Logs a refused request, counts it by its status, and returns the answer the client gets,
 /// which closes the connection (`head`: it was a `HEAD`, so no body).
-pub(crate) fn refuse(
-    from: &Forwarding,
-    metrics: &Metrics,
-    refusal: Refusal,
-    head: bool,
-) -> Vec<u8> {
+pub(crate) fn refuse(from: &Forwarding, metrics: &Metrics, refused: Refused) -> Vec<u8> {
+    let Refused { refusal, to_head } = refused;
     metrics.request(Protocol::Http1, refusal.status, std::time::Duration::ZERO);
     log_refusal(from, &refusal);
     let text = format!("{}\n", refusal.reason);
-    answer_bytes(refusal.status, &text, head, true)
+    answer_bytes(refusal.status, &text, to_head, true)
 }
 
 /// The warning every refused request gets, whichever protocol it came in.

@@ -17,12 +17,13 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::net::TcpStream;
 
 use crate::conn::shared::Shared;
-use crate::http::body::{self, Body};
+use crate::http::body::Body;
 use crate::http::chunked::Chunked;
 use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
 use crate::http::rules::{self, Framing, RequestRules};
+use crate::proxy::failure;
 use crate::upstream::exchange::{self, Judged};
 
 /// Room kept free in the read buffer for the app's next bytes.
@@ -42,8 +43,7 @@ pub(crate) async fn forward<B>(
     let mut ubuf = BytesMut::with_capacity(READ_ROOM);
     let exchange = exchange::exchange(up, &head, rules, &mut ubuf, client_head);
     let fail = |kind: UpstreamError, why: &dyn std::fmt::Display| {
-        let (status, text) = up.fail(from.client, &shared.metrics, kind, why);
-        body::text(status, text)
+        failure::response(up, &shared.metrics, from.client, kind, why)
     };
     let (app, (parts, framing, reusable, head_len)) =
         match tokio::time::timeout(up.response_timeout, exchange).await {

@@ -20,6 +20,7 @@ use crate::http::body::{self, Body, RequestBody};
 use crate::http::error::{caused_by, causes, ErrorChain, UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::forwarding::Forwarding;
 use crate::http::rules::{self, BodyLength, RequestRules, ResponseKind};
+use crate::proxy::failure;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::{Driver, Upstream};
 
@@ -35,8 +36,7 @@ impl Route<'_> {
     /// The client's answer for an upstream failure, logged and counted.
     pub(crate) fn fail(&self, kind: UpstreamError, why: &dyn std::fmt::Display) -> Response<Body> {
         let client = self.ctx.forwarding.client;
-        let (status, text) = self.upstream.fail(client, self.metrics, kind, why);
-        body::text(status, text)
+        failure::response(self.upstream, self.metrics, client, kind, why)
     }
 
     /// `413` for a body over `MAX_BODY_BYTES`.

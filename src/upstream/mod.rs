@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::TrySendError;
@@ -30,7 +30,6 @@ use crate::http::body::RequestBody;
 use crate::http::error::{ErrorChain, UpstreamError};
 use crate::telemetry::exhaustion::Exhaustion;
 use crate::telemetry::metrics::DescriptorUse;
-use crate::telemetry::metrics::Metrics;
 
 /// Looks up the app's addresses: `(host, port)` to addresses, tried in order.
 pub type Resolver = Arc<
@@ -281,20 +280,9 @@ impl Upstream {
         Ok(stream)
     }
 
-    /// Logs and counts an upstream failure; returns the status and text the client gets.
-    pub(crate) fn fail(
-        &self,
-        client: SocketAddr,
-        metrics: &Metrics,
-        kind: UpstreamError,
-        why: &dyn std::fmt::Display,
-    ) -> (StatusCode, &'static str) {
-        metrics.upstream_error(kind);
-        // While descriptors are exhausted that has its own rate-limited warning.
-        if !(kind == UpstreamError::Connect && self.exhaustion.recent()) {
-            tracing::warn!(%client, app = %self.authority, kind = kind.label(), error = %why, "upstream request failed");
-        }
-        kind.answer()
+    /// Whether connecting has run out of descriptors lately, which has its own warning.
+    pub(crate) fn out_of_descriptors(&self) -> bool {
+        self.exhaustion.recent()
     }
 }
 

@@ -13,6 +13,7 @@ use crate::http::chunked::Chunked;
 use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::head::HeadWriter;
 use crate::http::rules::Framing;
+use crate::proxy::failure;
 use crate::upstream::exchange::{self, Judged};
 
 /// How much of a response body is read from the app at a time.
@@ -167,7 +168,7 @@ async fn refuse(
 ) -> Result<(StatusCode, bool), &'static str> {
     let env = conn.env;
     let client = conn.ctx.forwarding.client;
-    let (status, text) = env.upstream.fail(client, env.metrics, kind, &why);
+    let (status, text) = failure::answer(env.upstream, env.metrics, client, kind, &why);
     let close = plan.rules.close || env.drain.stop_accepting.is_set();
     let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
     conn.write(&bytes, &[])

@@ -27,11 +27,11 @@ use crate::config::Config;
 use crate::conn::send_timeout::SendClock;
 use crate::conn::shutdown::{Drain, Watch};
 use crate::conn::state::ConnCtx;
-use crate::h1::request_head::{self, Head};
+use crate::h1::request_head::{self, Head, Refused};
 use crate::http::clocks::{Clocks, Expiry, Phase};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
-use crate::http::rules::{BodyLength, Refusal, RequestRules};
+use crate::http::rules::{BodyLength, RequestRules};
 use crate::http::rules::{HeadLimits, MAX_HEADERS};
 use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
@@ -82,7 +82,7 @@ enum Step {
     /// Not a whole head yet.
     Partial,
     /// A head the rules refuse, and whether it was a `HEAD`.
-    Refuse(Refusal, bool),
+    Refuse(Refused),
     /// One for hyper.
     Handoff,
 }
@@ -153,8 +153,8 @@ pub(crate) async fn serve(
         let plan = match plan_request(&buf, &ctx.forwarding, env.limits, &mut out) {
             Step::Take(plan) => plan,
             Step::Handoff => return Outcome::Handoff(conn.stream, buf),
-            Step::Refuse(refusal, head) => {
-                let answer = request_head::refuse(&ctx.forwarding, env.metrics, refusal, head);
+            Step::Refuse(refused) => {
+                let answer = request_head::refuse(&ctx.forwarding, env.metrics, refused);
                 if conn.write(&answer, &[]).await.is_ok() {
                     conn.counts.written += answer.len() as u64;
                 }
@@ -257,7 +257,7 @@ fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Ve
     let parsed =
         match request_head::read(buf, &mut headers, limits.max_header_bytes, &limits.upgrades) {
             Head::Partial => return Step::Partial,
-            Head::Refused(refusal, head) => return Step::Refuse(refusal, head),
+            Head::Refused(refused) => return Step::Refuse(refused),
             Head::Parsed(parsed) => parsed,
         };
     // `/ping` (no rules) is hyper's to answer.

@@ -269,3 +269,309 @@ fn honoured_upgrade(value: &[u8], upgrades: &[String]) -> Option<String> {
         .collect();
     (!kept.is_empty()).then(|| kept.join(", "))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADES: &[&str] = &["websocket"];
+
+    fn check(
+        method: &str,
+        target: &str,
+        http11: bool,
+        head: &str,
+    ) -> Result<RequestRules, Refusal> {
+        let fields: Vec<(&str, &[u8])> = head
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split_once(": ").unwrap())
+            .map(|(n, v)| (n, v.as_bytes()))
+            .collect();
+        let upgrades: Vec<String> = UPGRADES.iter().map(|s| s.to_string()).collect();
+        check_request(method, target, http11, fields.into_iter(), &upgrades)
+    }
+
+    #[test]
+    fn targets() {
+        // (method, target, accepted or the status)
+        let table: &[(&str, &str, Result<(), u16>)] = &[
+            ("GET", "/", Ok(())),
+            ("GET", "/a?b=c", Ok(())),
+            ("GET", "http://a.example/x", Ok(())),
+            ("GET", "HTTPS://a.example", Ok(())),
+            ("OPTIONS", "*", Ok(())),
+            ("GET", "*", Err(400)),
+            ("GET", "/a#frag", Err(400)),
+            ("GET", "a.example/x", Err(400)),
+            ("GET", "ftp://a.example/x", Err(400)),
+            ("CONNECT", "a.example:443", Err(405)),
+            ("connect", "/", Err(405)),
+        ];
+        for (method, target, want) in table {
+            let got = check_target(method, target).map_err(|r| r.status.as_u16());
+            assert_eq!(got, *want, "{method} {target}");
+        }
+    }
+
+    #[test]
+    fn hosts() {
+        let table: &[(&str, bool)] = &[
+            ("a.example", true),
+            ("a.example:8080", true),
+            ("192.0.2.1:80", true),
+            ("[2001:db8::1]", true),
+            ("[2001:db8::1]:443", true),
+            ("under_score~tilde", true),
+            ("", false),
+            (":80", false),
+            ("a.example:", false),
+            ("a.example:123456", false),
+            ("a.example:8o", false),
+            ("user@a.example", false),
+            ("a example", false),
+            ("[not-v6]", false),
+            ("[2001:db8::1", false),
+            ("a.example/x", false),
+        ];
+        for (host, ok) in table {
+            assert_eq!(valid_host(host.as_bytes()), *ok, "{host:?}");
+        }
+    }
+
+    #[test]
+    fn requests_refused() {
+        // (method, target, HTTP/1.1, header lines, status, reason)
+        let table: &[(&str, &str, bool, &str, u16, &str)] = &[
+            ("GET", "/", true, "", 400, "no Host header"),
+            (
+                "GET",
+                "/",
+                true,
+                "Host: a\r\nHost: b",
+                400,
+                "more than one Host header",
+            ),
+            ("GET", "/", true, "Host: a b", 400, "invalid Host header"),
+            (
+                "GET",
+                "http://b/x",
+                true,
+                "Host: a",
+                400,
+                "Host differs from the request target's authority",
+            ),
+            (
+                "GET",
+                "http://u@b/x",
+                true,
+                "Host: b",
+                400,
+                "invalid authority in the request target",
+            ),
+            (
+                "POST",
+                "/",
+                true,
+                "Host: a\r\nContent-Length: x",
+                400,
+                "invalid Content-Length",
+            ),
+            (
+                "POST",
+                "/",
+                true,
+                "Host: a\r\nContent-Length: 1\r\nContent-Length: 1",
+                400,
+                "more than one Content-Length",
+            ),
+            (
+                "POST",
+                "/",
+                false,
+                "Host: a\r\nTransfer-Encoding: chunked",
+                400,
+                "Transfer-Encoding on HTTP/1.0",
+            ),
+            (
+                "POST",
+                "/",
+                true,
+                "Host: a\r\nTransfer-Encoding: gzip, chunked",
+                501,
+                "transfer coding not supported",
+            ),
+            (
+                "POST",
+                "/",
+                true,
+                "Host: a\r\nTransfer-Encoding: chunked, gzip",
+                400,
+                "Transfer-Encoding not ending in chunked",
+            ),
+        ];
+        for (method, target, http11, head, status, reason) in table {
+            let got = check(method, target, *http11, head).unwrap_err();
+            assert_eq!(
+                (got.status.as_u16(), got.reason),
+                (*status, *reason),
+                "{head:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn requests_forwarded() {
+        // (method, HTTP/1.1, header lines, body, upgrade, close, idempotent)
+        type Row = (
+            &'static str,
+            bool,
+            &'static str,
+            BodyLength,
+            Option<&'static str>,
+            bool,
+            bool,
+        );
+        let table: &[Row] = &[
+            ("GET", true, "Host: a", BodyLength::None, None, false, true),
+            ("GET", false, "Host: a", BodyLength::None, None, true, true),
+            (
+                "GET",
+                false,
+                "Host: a\r\nConnection: keep-alive",
+                BodyLength::None,
+                None,
+                false,
+                true,
+            ),
+            (
+                "POST",
+                true,
+                "Host: a\r\nContent-Length: 5",
+                BodyLength::Length(5),
+                None,
+                false,
+                false,
+            ),
+            (
+                "POST",
+                true,
+                "Host: a\r\nTransfer-Encoding: Chunked",
+                BodyLength::Chunked,
+                None,
+                false,
+                false,
+            ),
+            (
+                "DELETE",
+                true,
+                "Host: a\r\nConnection: close",
+                BodyLength::None,
+                None,
+                true,
+                true,
+            ),
+            (
+                "GET",
+                true,
+                "Host: a\r\nConnection: Upgrade\r\nUpgrade: WebSocket",
+                BodyLength::None,
+                Some("WebSocket"),
+                false,
+                true,
+            ),
+            // Not honoured: no `Connection: upgrade`, HTTP/1.0, h2c, a protocol not listed.
+            (
+                "GET",
+                true,
+                "Host: a\r\nUpgrade: websocket",
+                BodyLength::None,
+                None,
+                false,
+                true,
+            ),
+            (
+                "GET",
+                false,
+                "Host: a\r\nConnection: upgrade\r\nUpgrade: websocket",
+                BodyLength::None,
+                None,
+                true,
+                true,
+            ),
+            (
+                "GET",
+                true,
+                "Host: a\r\nConnection: upgrade\r\nUpgrade: h2c",
+                BodyLength::None,
+                None,
+                false,
+                true,
+            ),
+            (
+                "GET",
+                true,
+                "Host: a\r\nConnection: upgrade\r\nUpgrade: irc, websocket",
+                BodyLength::None,
+                Some("websocket"),
+                false,
+                true,
+            ),
+            // An honoured upgrade has no body of its own: what follows belongs to the tunnel.
+            (
+                "GET",
+                true,
+                "Host: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\nContent-Length: 3",
+                BodyLength::None,
+                Some("websocket"),
+                false,
+                true,
+            ),
+        ];
+        for (method, http11, head, body, upgrade, close, idempotent) in table {
+            let r = check(method, "/", *http11, head).unwrap();
+            let got = (r.body, r.upgrade.as_deref(), r.close, r.idempotent);
+            assert_eq!(
+                got,
+                (*body, *upgrade, *close, *idempotent),
+                "{method} {head:?}"
+            );
+        }
+        let head = check("HEAD", "/", true, "Host: a\r\nExpect: 100-continue").unwrap();
+        assert!(head.head && head.expect);
+    }
+
+    #[test]
+    fn which_fields_reach_the_app() {
+        let from = Forwarding::new("192.0.2.1:1".parse().unwrap(), Some(443), None, None);
+        let chunked = check(
+            "POST",
+            "/",
+            true,
+            "Host: a\r\nTransfer-Encoding: chunked\r\nConnection: x-secret",
+        )
+        .unwrap();
+        // (field, forwarded)
+        let table: &[(&str, bool)] = &[
+            ("host", true),
+            ("user-agent", true),
+            ("trailer", true),
+            ("content-length", false),
+            ("transfer-encoding", false),
+            ("connection", false),
+            ("keep-alive", false),
+            ("te", false),
+            ("upgrade", false),
+            ("x-secret", false),
+            ("X-Forwarded-For", false),
+            ("x_forwarded_proto", false),
+            ("forwarded", false),
+            ("x-real-ip", false),
+        ];
+        for (name, forwarded) in table {
+            assert_eq!(chunked.forwards(name, &from), *forwarded, "{name}");
+        }
+        let hop: Vec<_> = chunked.hop_headers().collect();
+        assert_eq!(hop, [("transfer-encoding", "chunked")]);
+    }
+}

@@ -147,3 +147,282 @@ pub(crate) fn check_response<'h>(
         dated,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::rules::BodyLength;
+
+    fn request(head: bool, upgrade: bool) -> RequestRules {
+        RequestRules {
+            connection: Connection::default(),
+            body: BodyLength::None,
+            upgrade: upgrade.then(|| "websocket".to_owned()),
+            close: false,
+            idempotent: true,
+            head,
+            expect: false,
+        }
+    }
+
+    fn check(
+        status: u16,
+        http11: bool,
+        req: &RequestRules,
+        head: &str,
+    ) -> Result<ResponseKind, &'static str> {
+        let fields: Vec<(&str, &[u8])> = head
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(|l| l.split_once(": ").unwrap())
+            .map(|(n, v)| (n, v.as_bytes()))
+            .collect();
+        check_response(status, http11, req, fields.into_iter())
+    }
+
+    #[test]
+    fn heads_that_cannot_pass() {
+        let get = request(false, false);
+        // (status, HTTP/1.1, header lines, why)
+        let table: &[(u16, bool, &str, &str)] = &[
+            (
+                101,
+                true,
+                "Upgrade: websocket",
+                "101 to a request that asked for no upgrade",
+            ),
+            (99, true, "", "invalid response status"),
+            (
+                200,
+                true,
+                "Content-Length: 5\r\nContent-Length: 6",
+                "conflicting content-length",
+            ),
+            (
+                200,
+                true,
+                "Content-Length: 5, 6",
+                "conflicting content-length",
+            ),
+            (200, true, "Content-Length: -1", "invalid content-length"),
+            (
+                200,
+                false,
+                "Transfer-Encoding: chunked",
+                "transfer-encoding in an HTTP/1.0 response",
+            ),
+            (
+                200,
+                true,
+                "Transfer-Encoding: chunked, gzip",
+                "unsupported transfer-encoding",
+            ),
+            (
+                200,
+                true,
+                "Transfer-Encoding: chunked, chunked",
+                "chunked applied more than once",
+            ),
+            (
+                200,
+                true,
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked",
+                "chunked applied more than once",
+            ),
+        ];
+        for (status, http11, head, why) in table {
+            assert_eq!(
+                check(*status, *http11, &get, head),
+                Err(*why),
+                "{status} {head:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn framing() {
+        // (status, to HEAD, header lines, framing, content-length, transfer-encoding, reusable)
+        type Row = (
+            u16,
+            bool,
+            &'static str,
+            Framing,
+            Option<u64>,
+            Option<&'static str>,
+            bool,
+        );
+        let table: &[Row] = &[
+            (
+                200,
+                false,
+                "Content-Length: 5",
+                Framing::Length(5),
+                Some(5),
+                None,
+                true,
+            ),
+            (
+                200,
+                false,
+                "Content-Length: 5, 5",
+                Framing::Length(5),
+                Some(5),
+                None,
+                true,
+            ),
+            (
+                200,
+                false,
+                "Transfer-Encoding: chunked",
+                Framing::Chunked,
+                None,
+                Some("chunked"),
+                true,
+            ),
+            (
+                200,
+                false,
+                "Transfer-Encoding: gzip, chunked",
+                Framing::Chunked,
+                None,
+                Some("gzip, chunked"),
+                true,
+            ),
+            // Transfer-Encoding wins over Content-Length (RFC 9112 6.3).
+            (
+                200,
+                false,
+                "Content-Length: 3\r\nTransfer-Encoding: chunked",
+                Framing::Chunked,
+                None,
+                Some("chunked"),
+                true,
+            ),
+            (200, false, "", Framing::Close, None, None, false),
+            (
+                200,
+                false,
+                "Content-Length: 5\r\nConnection: close",
+                Framing::Length(5),
+                Some(5),
+                None,
+                false,
+            ),
+            (
+                204,
+                false,
+                "Content-Length: 5\r\nTransfer-Encoding: chunked",
+                Framing::Empty,
+                None,
+                None,
+                true,
+            ),
+            (
+                304,
+                false,
+                "Content-Length: 5",
+                Framing::Empty,
+                None,
+                None,
+                true,
+            ),
+            (
+                200,
+                true,
+                "Content-Length: 5",
+                Framing::Empty,
+                Some(5),
+                None,
+                true,
+            ),
+            (
+                200,
+                true,
+                "Transfer-Encoding: chunked",
+                Framing::Empty,
+                None,
+                None,
+                true,
+            ),
+        ];
+        for (status, head, fields, framing, length, want_te, reusable) in table {
+            let req = request(*head, false);
+            let Ok(ResponseKind::Final(r)) = check(*status, true, &req, fields) else {
+                panic!("{status} {fields:?}: not a final response");
+            };
+            let te = r
+                .transfer_encoding
+                .as_deref()
+                .map(|b| std::str::from_utf8(b).unwrap());
+            assert_eq!(
+                (r.framing, r.content_length, te, r.reusable),
+                (*framing, *length, *want_te, *reusable),
+                "{status} {fields:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn interim_and_switching_and_the_date() {
+        let ws = request(false, true);
+        assert_eq!(check(101, true, &ws, ""), Ok(ResponseKind::Switching));
+        assert_eq!(check(100, true, &ws, ""), Ok(ResponseKind::Informational));
+        assert_eq!(
+            check(103, true, &ws, "Link: </a>"),
+            Ok(ResponseKind::Informational)
+        );
+        let Ok(ResponseKind::Final(r)) = check(200, true, &ws, "Date: x\r\nContent-Length: 0")
+        else {
+            panic!("final");
+        };
+        assert!(r.dated);
+        // An HTTP/1.0 app's response ends when it closes unless it gives a length.
+        let Ok(ResponseKind::Final(r)) = check(200, false, &ws, "") else {
+            panic!("final");
+        };
+        assert_eq!(
+            (r.framing, r.reusable, r.dated),
+            (Framing::Close, false, false)
+        );
+    }
+
+    #[test]
+    fn which_fields_reach_the_client() {
+        let Ok(ResponseKind::Final(r)) = check(
+            200,
+            true,
+            &request(false, false),
+            "Connection: x-internal\r\nContent-Length: 1",
+        ) else {
+            panic!("final");
+        };
+        // (field, passed as it is)
+        let table: &[(&str, bool)] = &[
+            ("content-type", true),
+            ("set-cookie", true),
+            ("trailer", true),
+            ("content-length", false),
+            ("transfer-encoding", false),
+            ("connection", false),
+            ("keep-alive", false),
+            ("x-internal", false),
+        ];
+        for (name, passes) in table {
+            assert_eq!(r.forwards(name), *passes, "{name}");
+        }
+        let mut trailers = http::HeaderMap::new();
+        for (name, value) in [
+            ("grpc-status", "0"),
+            ("connection", "close"),
+            ("content-length", "3"),
+            ("te", "x"),
+        ] {
+            trailers.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+        }
+        strip_trailers(&mut trailers);
+        assert_eq!(
+            trailers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["grpc-status"]
+        );
+    }
+}
