@@ -111,8 +111,9 @@ async fn to_app(
             Err(answer) => answer.map(Either::Left),
         };
     }
-    // The futures of the paths below are boxed: inline, they made every stream's future 9 KB
-    // rather than 2.7 KB, copied each time hyper hands a stream on, for the few that take them.
+    // The futures of the paths below are boxed: inline, they would make every stream's future
+    // several times larger, and hyper moves it each time it hands a stream on, for the few
+    // that take them (`bench/NOTES.md`).
     // Each stream drives its own upstream link: streams run in tasks of their own.
     let sctx = Arc::new(ConnCtx::new(ctx.forwarding.clone(), ctx.port, false));
     let route = Route {

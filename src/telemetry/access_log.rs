@@ -1,9 +1,9 @@
 //! The access log: one line per request from every HTTP path, and the formatter that writes it.
 //!
 //! The line is a tracing event (target `access`), so `RUST_LOG` turns it off and tests capture
-//! it like any other. tracing-subscriber's general formatter spent about a tenth of the
-//! proxy's CPU per HTTP/2 request on it (`bench/NOTES.md`): styles applied even with colour
-//! off, a `write!` per field, serde for JSON. [`Lines`] writes the access line itself, in
+//! it like any other. It is written on every request, so it is not left to tracing-subscriber's
+//! general formatter (styles applied even with colour off, a `write!` per field, serde for
+//! JSON; its cost is in `bench/NOTES.md`). [`Lines`] writes the access line itself, in
 //! exactly the text and JSON the general formatter gives (a test holds the two together), and
 //! hands every other event to that formatter.
 
