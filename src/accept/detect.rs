@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 use crate::http::clocks::{Clocks, Expiry, Phase};
 
@@ -46,8 +45,8 @@ pub(crate) enum Silence {
 
 /// Reads onto `buf` until [`detect`] can tell, by the connection's clocks: an idle connection
 /// has `KEEPALIVE_TIMEOUT`, a started preface `REQUEST_HEADER_TIMEOUT` from its first byte.
-pub(crate) async fn read_until_known(
-    stream: &mut TcpStream,
+pub(crate) async fn read_until_known<S: AsyncRead + Unpin>(
+    stream: &mut S,
     buf: &mut BytesMut,
     clocks: &mut Clocks,
 ) -> Result<Detected, Silence> {

@@ -5,3 +5,4 @@ pub mod descriptors;
 pub(crate) mod detect;
 pub mod proxy_header;
 pub mod sockets;
+pub(crate) mod tls;

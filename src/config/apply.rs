@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::Deserialize;
 
+use super::tls::RawTls;
 use super::{Config, ConfigError, DestinationProtocol, LogFormat, ProxyProtocol};
 #[cfg(doc)]
 use crate::config::settings::SETTINGS;
@@ -44,6 +45,16 @@ pub(super) struct RawEnv {
     pub(super) tcp_keepalive: Option<String>,
     pub(super) vpc_endpoint_header: Option<String>,
     pub(super) allowed_vpc_endpoints: Option<String>,
+    pub(super) tls_mode: Option<String>,
+    pub(super) tls_cert_file: Option<String>,
+    pub(super) tls_key_file: Option<String>,
+    pub(super) tls_cert_dir: Option<String>,
+    pub(super) tls_self_signed: Option<String>,
+    pub(super) tls_min_version: Option<String>,
+    pub(super) tls_client_ca_file: Option<String>,
+    pub(super) tls_client_auth: Option<String>,
+    pub(super) client_cert_header: Option<String>,
+    pub(super) tls_reload_interval: Option<String>,
 }
 
 impl Config {
@@ -178,6 +189,19 @@ impl Config {
                 "comma-separated VPC endpoint ids such as vpce-0123456789abcdef0, or any";
             invalid(name, expected, v.clone())
         })?;
+        self.tls = RawTls {
+            mode: raw.tls_mode,
+            cert_file: raw.tls_cert_file,
+            key_file: raw.tls_key_file,
+            cert_dir: raw.tls_cert_dir,
+            self_signed: raw.tls_self_signed,
+            min_version: raw.tls_min_version,
+            client_ca_file: raw.tls_client_ca_file,
+            client_auth: raw.tls_client_auth,
+            client_cert_header: raw.client_cert_header,
+            reload_interval: raw.tls_reload_interval,
+        }
+        .parse()?;
         Ok(())
     }
 }

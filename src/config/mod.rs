@@ -11,6 +11,9 @@ use ipnet::IpNet;
 
 mod apply;
 pub mod settings;
+mod tls;
+
+pub use tls::{ClientAuth, TlsMode, TlsSettings, TlsVersion};
 
 pub use crate::config::settings::{
     leftover_overrides, parse_duration, parse_size, Setting, REQUIRED, SETTINGS,
@@ -112,6 +115,8 @@ pub struct Config {
     pub vpc_endpoint_header: Option<http::HeaderName>,
     /// `ALLOWED_VPC_ENDPOINTS`: endpoint ids a connection must come through; empty allows all.
     pub allowed_vpc_endpoints: Vec<String>,
+    /// The `TLS_*` settings and `CLIENT_CERT_HEADER`.
+    pub tls: TlsSettings,
 }
 
 /// A setting that is missing or malformed: names the variable, what was expected and what was found.
@@ -179,6 +184,7 @@ impl Config {
             tcp_keepalive: None,
             vpc_endpoint_header: None,
             allowed_vpc_endpoints: Vec::new(),
+            tls: TlsSettings::off(),
         };
         c.apply(RawEnv::default())
             .expect("every default in SETTINGS is a valid value");
@@ -197,7 +203,9 @@ impl Config {
         // Empty values count as unset, as they do for most container tooling, except where
         // empty is documented to mean "off".
         let vars = vars.into_iter().filter_map(|(k, v)| match v.trim() {
-            "" if k == "VPC_ENDPOINT_HEADER" => Some((k, "off".to_owned())),
+            "" if k == "VPC_ENDPOINT_HEADER" || k == "CLIENT_CERT_HEADER" => {
+                Some((k, "off".to_owned()))
+            }
             "" => None,
             _ => Some((k, v)),
         });

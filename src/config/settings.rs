@@ -22,6 +22,9 @@ pub struct Setting {
 /// The `default` of a setting that must be given.
 pub const REQUIRED: &str = "(required)";
 
+/// The `default` of a setting that is simply absent unless given (a file or directory).
+pub const NONE: &str = "(none)";
+
 /// The default of `name`, as written in [`SETTINGS`].
 pub(crate) fn default_of(name: &str) -> &'static str {
     SETTINGS
@@ -52,6 +55,16 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "DESTINATION_PROTOCOL", default: "http1", meaning: "how requests reach the app: `http1` (pooled HTTP/1.1), `h2c` (every request over cleartext HTTP/2, from HTTP/1.1 clients too; needed for gRPC), or `auto` (HTTP/2 clients over h2c, HTTP/1.1 clients over HTTP/1.1)" },
     Setting { name: "H2_MAX_STREAMS", default: "100", meaning: "concurrent streams an HTTP/2 client may open on one connection" },
     Setting { name: "UPGRADE_PROTOCOLS", default: "websocket", meaning: "comma-separated Upgrade protocols passed to the app (case-insensitive); others are removed, h2c never passes" },
+    Setting { name: "TLS_MODE", default: "auto", meaning: "`auto`: end TLS for connections on LISTEN_ON_TLS that start a handshake, serve cleartext ones too; `required`: refuse cleartext (a header-less /ping excepted); `off`: never end TLS. `auto` is `off` without a certificate" },
+    Setting { name: "TLS_CERT_FILE", default: NONE, meaning: "PEM file with the default certificate, its chain after it" },
+    Setting { name: "TLS_KEY_FILE", default: NONE, meaning: "PEM file with the default certificate's key (PKCS#8, PKCS#1 or SEC1; RSA, ECDSA or Ed25519)" },
+    Setting { name: "TLS_CERT_DIR", default: NONE, meaning: "directory of more certificates chosen by SNI: NAME.crt + NAME.key, or NAME/tls.crt + NAME/tls.key (a Kubernetes TLS secret)" },
+    Setting { name: "TLS_SELF_SIGNED", default: "false", meaning: "`true` makes a default certificate at start-up (for NLB TLS target groups, which do not check it) and logs its fingerprint" },
+    Setting { name: "TLS_MIN_VERSION", default: "1.2", meaning: "`1.2` or `1.3`" },
+    Setting { name: "TLS_CLIENT_CA_FILE", default: NONE, meaning: "PEM bundle of the CAs that sign client certificates (mutual TLS)" },
+    Setting { name: "TLS_CLIENT_AUTH", default: "required", meaning: "with TLS_CLIENT_CA_FILE: `required` (no valid certificate, no connection) or `optional`" },
+    Setting { name: "CLIENT_CERT_HEADER", default: "X-Forwarded-Client-Cert", meaning: "header that carries a verified client certificate to the app (Hash, Subject, URI, DNS; empty = not sent); a client's copy is always removed" },
+    Setting { name: "TLS_RELOAD_INTERVAL", default: "5s", meaning: "how often the certificate files are checked for changes" },
     Setting { name: "SHUTDOWN_DELAY", default: "0s", meaning: "after SIGTERM keep serving this long while /ping answers 503" },
     Setting { name: "SHUTDOWN_TIMEOUT", default: "30s", meaning: "then let in-flight work finish for at most this long, and exit" },
     Setting { name: "METRICS_LISTEN", default: "off", meaning: "address:port for Prometheus metrics at /metrics" },
@@ -128,6 +141,16 @@ pub fn leftover_overrides(dir: &std::path::Path) -> Vec<String> {
 /// `VPC_ENDPOINT_HEADER`: `Some(name)`, `Some(None)` for off, `None` when invalid. The name may
 /// not be one the proxy writes or frames by, or the two would be confused.
 pub(crate) fn parse_endpoint_header(v: &str) -> Option<Option<http::HeaderName>> {
+    let header = parse_app_header(v)?;
+    let forwarded = header
+        .as_ref()
+        .is_some_and(|h| h.as_str().starts_with("x-forwarded-"));
+    (!forwarded).then_some(header)
+}
+
+/// A header the proxy sets for the app (`CLIENT_CERT_HEADER`, and the endpoint header above),
+/// or `off`: any name but those that frame or route the request or say where it came from.
+pub(crate) fn parse_app_header(v: &str) -> Option<Option<http::HeaderName>> {
     let v = v.trim();
     if v.eq_ignore_ascii_case("off") {
         return Some(None);
@@ -141,9 +164,11 @@ pub(crate) fn parse_endpoint_header(v: &str) -> Option<Option<http::HeaderName>>
         "transfer-encoding",
         "forwarded",
         "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-port",
     ];
-    let n = name.as_str();
-    (!taken.contains(&n) && !n.starts_with("x-forwarded-")).then_some(Some(name))
+    (!taken.contains(&name.as_str())).then_some(Some(name))
 }
 
 /// `ALLOWED_VPC_ENDPOINTS`: `any` (or nothing) allows all; otherwise ids like

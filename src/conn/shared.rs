@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::accept::tls::Terminator;
 use crate::config::Config;
 use crate::conn::shutdown::Drain;
 use crate::http::rules::HeadLimits;
@@ -35,4 +36,6 @@ pub(crate) struct Shared {
     pub(crate) tasks: TaskTracker,
     /// Rate-limited warnings when accepts run out of descriptors.
     pub(crate) exhaustion: Arc<Exhaustion>,
+    /// TLS ended by the proxy on `LISTEN_ON_TLS`; `None` with `TLS_MODE=off`.
+    pub(crate) tls: Option<Arc<Terminator>>,
 }

@@ -41,9 +41,9 @@ enum Gate {
     Refused,
 }
 
-/// The client socket for hyper.
-pub(crate) struct HeadGate {
-    stream: TcpStream,
+/// The client connection for hyper: a socket, or the plaintext of a TLS stream.
+pub(crate) struct HeadGate<S = TcpStream> {
+    stream: S,
     ctx: Arc<ConnCtx>,
     metrics: Arc<Metrics>,
     limits: Arc<HeadLimits>,
@@ -60,10 +60,10 @@ pub(crate) struct HeadGate {
     send: SendClock,
 }
 
-impl HeadGate {
+impl<S> HeadGate<S> {
     /// Wraps `stream`; `leftover` holds bytes already read from it.
     pub(crate) fn new(
-        stream: TcpStream,
+        stream: S,
         leftover: BytesMut,
         ctx: Arc<ConnCtx>,
         metrics: Arc<Metrics>,
@@ -167,7 +167,7 @@ impl HeadGate {
     }
 }
 
-impl HeadGate {
+impl<S> HeadGate<S> {
     /// Scans chunked-body bytes just read into hyper's buffer (`buf` from `before` on). Bytes
     /// past the body's end are taken back, to be judged as the next head; a malformed body is
     /// taken back whole and the gate refuses. Returns whether hyper got any of the new bytes.
@@ -214,7 +214,7 @@ impl HeadGate {
     }
 }
 
-impl AsyncRead for HeadGate {
+impl<S: AsyncRead + Unpin> AsyncRead for HeadGate<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -288,7 +288,7 @@ impl AsyncRead for HeadGate {
     }
 }
 
-impl AsyncWrite for HeadGate {
+impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGate<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -343,7 +343,7 @@ impl AsyncWrite for HeadGate {
     }
 }
 
-impl ClientSocket for HeadGate {
+impl ClientSocket for HeadGate<TcpStream> {
     /// The bytes hyper has not taken are those the gate still holds.
     fn into_parts(self) -> (TcpStream, Bytes) {
         (self.stream, self.pending.freeze())

@@ -17,6 +17,7 @@ use http::{header, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{DestinationProtocol, Port};
 use crate::conn::shared::Shared;
@@ -32,13 +33,16 @@ use crate::telemetry::request::Answered;
 
 /// Serves the connection until it closes; `Ok` with the upgrade the app accepted, if any, for
 /// the tunnel; `Err` with why it was cut (a clock, the drain's deadline).
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     shared: &Arc<Shared>,
     ctx: &Arc<ConnCtx>,
-    io: HeadGate,
+    io: HeadGate<S>,
     clocks: &mut Clocks,
     hard_stop: &mut Watch<'_>,
-) -> Result<Option<PendingUpgrade>, &'static str> {
+) -> Result<Option<PendingUpgrade>, &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let svc = {
         let (shared, ctx) = (shared.clone(), ctx.clone());
         service_fn(move |req| handle(shared.clone(), ctx.clone(), req))

@@ -21,9 +21,8 @@ use std::time::Duration;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::accept::detect::Prefixed;
 use crate::config::Config;
 use crate::conn::send_timeout::{self, StallWatch, Stalls};
 use crate::conn::shared::Shared;
@@ -70,12 +69,10 @@ fn builder(config: &Config, exec: Inbox) -> http2::Builder<Inbox> {
 }
 
 /// Serves one HTTP/2 client connection to its end; `io` replays the bytes already read.
-pub(crate) async fn serve(
-    shared: Arc<Shared>,
-    ctx: Arc<ConnCtx>,
-    io: Prefixed<TcpStream>,
-    clocks: &mut Clocks,
-) {
+pub(crate) async fn serve<IO>(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: IO, clocks: &mut Clocks)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     shared.metrics.h2_connection(1);
     let _open = Gauge(&shared);
     let started = Arc::new(AtomicBool::new(false));

@@ -19,6 +19,35 @@ pub struct Forwarding {
     pub(crate) vpce_header: Option<HeaderName>,
     /// The PrivateLink endpoint id the client came through, from the PROXY v2 header.
     pub(crate) vpce: Option<HeaderValue>,
+    /// `CLIENT_CERT_HEADER`, when configured: a client's header of that name is always
+    /// dropped; the proxy's carries a verified client certificate.
+    pub(crate) client_cert_header: Option<HeaderName>,
+    /// What the TLS handshake settled, when the proxy ended TLS itself.
+    pub(crate) tls: Option<TlsFacts>,
+}
+
+/// What a TLS handshake the proxy ended settled: for the access line and the app.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFacts {
+    /// The server name the client asked for (SNI).
+    pub(crate) sni: Option<String>,
+    /// `TLSv1_3` or `TLSv1_2`.
+    pub(crate) version: &'static str,
+    /// The cipher suite, as rustls names it.
+    pub(crate) cipher: &'static str,
+    /// What ALPN chose: `h2`, `http/1.1`, or nothing.
+    pub(crate) alpn: Option<&'static str>,
+    /// The client's verified certificate (mutual TLS).
+    pub(crate) client: Option<ClientCert>,
+}
+
+/// A verified client certificate.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientCert {
+    /// Its subject, as the access line shows it.
+    pub(crate) subject: String,
+    /// The value of `CLIENT_CERT_HEADER`.
+    pub(crate) header: HeaderValue,
 }
 
 static FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -43,12 +72,27 @@ impl Forwarding {
             vpce_header,
             // The PROXY header reader admits only short ASCII tokens as ids.
             vpce: vpce.and_then(|id| HeaderValue::from_str(id).ok()),
+            client_cert_header: None,
+            tls: None,
         }
+    }
+
+    /// With `CLIENT_CERT_HEADER` and what the TLS handshake settled, if the proxy ended TLS.
+    pub(crate) fn with_tls(mut self, header: Option<HeaderName>, tls: Option<TlsFacts>) -> Self {
+        self.client_cert_header = header;
+        self.tls = tls;
+        self
     }
 
     /// The client's address.
     pub fn client(&self) -> SocketAddr {
         self.client
+    }
+
+    /// The verified client certificate's header value, when there is one.
+    fn client_cert(&self) -> Option<&HeaderValue> {
+        let tls = self.tls.as_ref()?;
+        tls.client.as_ref().map(|c| &c.header)
     }
 
     /// The VPC endpoint id, when the client came through one.
@@ -65,6 +109,7 @@ impl Forwarding {
             Some((&PROTO, &HTTPS)),
             self.port.as_ref().map(|p| (&PORT, p)),
             self.vpce_header.as_ref().zip(self.vpce.as_ref()),
+            (self.client_cert_header.as_ref()).zip(self.client_cert()),
         ]
         .into_iter()
         .flatten()

@@ -8,15 +8,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::accept::detect::{self, Detected, Prefixed, Silence};
 use crate::accept::proxy_header::{read_origin, Origin};
-use crate::config::{DestinationProtocol, Port};
+use crate::accept::tls::{self, Terminator};
+use crate::config::{DestinationProtocol, Port, TlsMode};
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Watch;
-use crate::conn::state::ConnCtx;
+use crate::conn::state::{ConnCtx, PendingUpgrade};
 use crate::h1::head_gate::HeadGate;
 use crate::h1::lean::{self, Env, Outcome};
 use crate::h1::server as h1_server;
@@ -49,11 +51,33 @@ pub(crate) async fn serve(
         shared.config.vpc_endpoint_header.clone(),
         origin.vpce.as_deref(),
     );
-    let ctx = Arc::new(ConnCtx::new(forwarding, port, origin.health_only));
     let mut clocks = Clocks::new(&shared.config);
     let mut buf = BytesMut::from(origin.leftover);
-    // A connection without a PROXY header is a health check: HTTP/1.1 `/ping` only.
-    if !origin.health_only {
+    // A connection without a PROXY header is a health check: cleartext HTTP/1.1 `/ping` only.
+    let health_only = origin.health_only;
+    if let (Port::Tls, false, Some(tls)) = (port, health_only, shared.tls.clone()) {
+        match tls::starts_handshake(&mut stream, &mut buf, &mut clocks).await {
+            Ok(true) => {
+                let io = Prefixed::new(buf.split().freeze(), stream);
+                over_tls(&shared, &tls, io, forwarding, &mut clocks, open).await;
+                return;
+            }
+            Ok(false) if tls.mode() == TlsMode::Required => {
+                shared.metrics.refused_cleartext();
+                tracing::warn!(client = %forwarding.client, "cleartext connection refused (TLS_MODE=required)");
+                return;
+            }
+            Ok(false) => {}
+            Err(silence) => return said_nothing(forwarding.client, silence),
+        }
+    }
+    let header = shared.config.tls.client_cert_header.clone();
+    let ctx = Arc::new(ConnCtx::new(
+        forwarding.with_tls(header, None),
+        port,
+        health_only,
+    ));
+    if !health_only {
         match speaks(&ctx, &mut stream, &mut buf, &mut clocks).await {
             Some(Detected::Http1) => {}
             Some(Detected::H2) => {
@@ -70,6 +94,73 @@ pub(crate) async fn serve(
     else {
         return;
     };
+    if let Some(pending) = http1(&shared, &ctx, (stream, buf), &mut clocks, hard_stop).await {
+        // The tunnel holds the connection's slot until it ends; hyper gives the socket back.
+        tunnel::start::<HeadGate>(&shared, ctx.forwarding.client, pending, open);
+    }
+}
+
+/// A connection that started a TLS handshake: ends it, then serves what ALPN chose (or, when
+/// the client named nothing, what the first bytes say).
+async fn over_tls(
+    shared: &Arc<Shared>,
+    tls: &Terminator,
+    io: Prefixed<TcpStream>,
+    forwarding: Forwarding,
+    clocks: &mut Clocks,
+    open: OpenGuard,
+) {
+    let client = forwarding.client;
+    let (mut stream, facts) = match tls.handshake(io, clocks).await {
+        Ok(done) => {
+            shared.metrics.tls.handshake(None);
+            done
+        }
+        Err(failure) => {
+            shared.metrics.tls.handshake(Some(&failure));
+            // Scanners and probes do this all day: counted, and logged for whoever looks.
+            tracing::debug!(%client, result = failure.label(), reason = %failure, "TLS handshake failed");
+            return;
+        }
+    };
+    let alpn = facts.alpn;
+    let header = shared.config.tls.client_cert_header.clone();
+    let ctx = Arc::new(ConnCtx::new(
+        forwarding.with_tls(header, Some(facts)),
+        Port::Tls,
+        false,
+    ));
+    let mut buf = BytesMut::new();
+    let detected = match alpn {
+        Some("h2") => Detected::H2,
+        Some(_) => Detected::Http1,
+        None => match speaks(&ctx, &mut stream, &mut buf, clocks).await {
+            Some(detected) => detected,
+            None => return,
+        },
+    };
+    if detected == Detected::H2 {
+        let io = Prefixed::new(buf.freeze(), stream);
+        return h2_server::serve(shared.clone(), ctx, io, clocks).await;
+    }
+    let hard_stop = Watch::new(&shared.drain.hard_stop);
+    if let Some(pending) = http1(shared, &ctx, (stream, buf), clocks, hard_stop).await {
+        // The client's side stays hyper's upgraded TLS stream.
+        tunnel::start::<TcpStream>(shared, client, pending, open);
+    }
+}
+
+/// Serves HTTP/1.1 through hyper behind the head gate; the upgrade the app accepted, if any.
+async fn http1<S>(
+    shared: &Arc<Shared>,
+    ctx: &Arc<ConnCtx>,
+    (stream, buf): (S, BytesMut),
+    clocks: &mut Clocks,
+    mut hard_stop: Watch<'_>,
+) -> Option<PendingUpgrade>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let io = HeadGate::new(
         stream,
         buf,
@@ -78,14 +169,12 @@ pub(crate) async fn serve(
         shared.limits.clone(),
         shared.config.send_timeout,
     );
-    match h1_server::serve(&shared, &ctx, io, &mut clocks, &mut hard_stop).await {
-        Ok(Some(pending)) => {
-            drop(hard_stop);
-            // The tunnel holds the connection's slot until it ends.
-            tunnel::start::<HeadGate>(&shared, ctx.forwarding.client, pending, open);
+    match h1_server::serve(shared, ctx, io, clocks, &mut hard_stop).await {
+        Ok(pending) => pending,
+        Err(why) => {
+            tracing::debug!(client = %ctx.forwarding.client, why, "closing connection");
+            None
         }
-        Ok(None) => {}
-        Err(why) => tracing::debug!(client = %ctx.forwarding.client, why, "closing connection"),
     }
 }
 
@@ -107,22 +196,27 @@ async fn origin(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr) -> Op
 }
 
 /// What the client speaks, from its first bytes; `None` (logged) when it says nothing in time.
-async fn speaks(
+async fn speaks<S: AsyncRead + Unpin>(
     ctx: &ConnCtx,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: &mut BytesMut,
     clocks: &mut Clocks,
 ) -> Option<Detected> {
-    let client = ctx.forwarding.client;
     match detect::read_until_known(stream, buf, clocks).await {
         Ok(detected) => Some(detected),
-        Err(Silence::Idle) => {
-            tracing::debug!(%client, "closing connection: no request");
+        Err(silence) => {
+            said_nothing(ctx.forwarding.client, silence);
             None
         }
-        Err(Silence::Stalled) => {
+    }
+}
+
+/// Logs a connection that sent nothing, or not enough, in time.
+fn said_nothing(client: SocketAddr, silence: Silence) {
+    match silence {
+        Silence::Idle => tracing::debug!(%client, "closing connection: no request"),
+        Silence::Stalled => {
             tracing::warn!(%client, "request did not arrive within REQUEST_HEADER_TIMEOUT; closing");
-            None
         }
     }
 }

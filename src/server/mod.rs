@@ -11,11 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+mod certificates;
 mod connection;
 mod listener;
 mod metrics_endpoint;
 
 use crate::accept::descriptors;
+use crate::accept::tls::Terminator;
 use crate::config::Config;
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Drain;
@@ -68,6 +70,7 @@ impl Proxy {
     /// As [`Proxy::bind`], looking the app's name up with `resolver` (tests use this to make
     /// the name unresolvable, then resolvable, without touching the system's files).
     pub async fn bind_with_resolver(mut config: Config, resolver: Resolver) -> io::Result<Self> {
+        let tls = Terminator::new(&config.tls)?.map(Arc::new);
         config.max_connections = descriptor_cap(config.max_connections);
         let counters = Arc::new(metrics::Metrics::new());
         counters.set_connection_limit(config.max_connections);
@@ -80,7 +83,7 @@ impl Proxy {
             })
         };
         let plain = bind(config.listen_on, "LISTEN_ON")?;
-        let tls = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
+        let tls_listener = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
         let metrics = match config.metrics_listen {
             Some(addr) => Some(listener::bind(addr).map_err(|e| {
                 io::Error::new(
@@ -113,12 +116,13 @@ impl Proxy {
             h2_upstream: H2Upstream::default(),
             tasks: TaskTracker::new(),
             exhaustion,
+            tls,
             config,
         };
         Ok(Proxy {
             shared: Arc::new(shared),
             plain,
-            tls,
+            tls: tls_listener,
             metrics,
         })
     }
@@ -173,6 +177,8 @@ impl Proxy {
                 shared.drain.clone(),
             ));
         }
+        let watcher =
+            (shared.tls.clone()).map(|t| tokio::spawn(certificates::watch(shared.clone(), t)));
         let sweeper = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -207,6 +213,9 @@ impl Proxy {
         }
         drain.hard_stop.fire();
         sweeper.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
         tracing::info!("shutdown complete");
         Ok(())
     }

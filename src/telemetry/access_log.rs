@@ -25,7 +25,8 @@ const TARGET: &str = "access";
 
 /// Logs one request: the client, the protocol it came in on, what it asked for, the status it
 /// got and how long the app took (microsecond precision); the VPC endpoint id only when the
-/// client came through one.
+/// client came through one; the TLS version, cipher, SNI, ALPN protocol and client
+/// certificate subject only when the proxy ended TLS itself.
 pub(crate) fn record(
     from: &Forwarding,
     protocol: Protocol,
@@ -35,6 +36,7 @@ pub(crate) fn record(
     upstream: Option<Duration>,
 ) {
     let upstream_ms = upstream.map_or(0.0, |d| d.as_micros() as f64 / 1000.0);
+    let tls = from.tls.as_ref();
     // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
     tracing::info!(
         target: TARGET,
@@ -45,6 +47,11 @@ pub(crate) fn record(
         status = status.as_u16(),
         upstream_ms,
         vpce = from.vpce(),
+        tls = tls.map(|t| t.version),
+        cipher = tls.map(|t| t.cipher),
+        sni = tls.and_then(|t| t.sni.as_deref()),
+        alpn = tls.and_then(|t| t.alpn),
+        client_cert = tls.and_then(|t| t.client.as_ref()).map(|c| c.subject.as_str()),
     );
 }
 

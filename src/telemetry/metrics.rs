@@ -17,6 +17,7 @@ use crate::accept::proxy_header::Refusal;
 use crate::config::Port;
 use crate::http::error::UpstreamError;
 use crate::http::Protocol;
+use crate::telemetry::tls::TlsMetrics;
 
 type Labels = Vec<(&'static str, &'static str)>;
 
@@ -43,6 +44,9 @@ impl DescriptorUse {
 /// connection.
 const NO_HEADER_REQUEST: &str = "no_proxy_header_request";
 
+/// Refused after the header: a cleartext connection while `TLS_MODE=required`.
+const CLEARTEXT: &str = "tls_required";
+
 /// The proxy's counters, gauges and histogram.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +69,8 @@ pub struct Metrics {
     bytes_from_clients: Counter,
     bytes_to_clients: Counter,
     duration: Histogram,
+    /// The TLS listener's.
+    pub(crate) tls: TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -94,7 +100,10 @@ impl Metrics {
             "Connections closed before any HTTP, by reason",
             refused.clone(),
         );
-        for reason in Refusal::LABELS.into_iter().chain([NO_HEADER_REQUEST]) {
+        for reason in Refusal::LABELS
+            .into_iter()
+            .chain([NO_HEADER_REQUEST, CLEARTEXT])
+        {
             drop(refused.get_or_create(&vec![("reason", reason)]));
         }
         let requests = Family::<Labels, Counter>::default();
@@ -163,6 +172,7 @@ impl Metrics {
             "Time from request head to response head",
             duration.clone(),
         );
+        let tls = TlsMetrics::register(&mut registry);
         let counter = |f: &Family<Labels, Counter>, k: &'static str, v: &'static str| {
             f.get_or_create(&vec![(k, v)]).clone()
         };
@@ -191,6 +201,7 @@ impl Metrics {
             bytes_from_clients: counter(&bytes, "direction", "from_client"),
             bytes_to_clients: counter(&bytes, "direction", "to_client"),
             duration,
+            tls,
             registry,
         }
     }
@@ -219,6 +230,11 @@ impl Metrics {
     /// A request other than `/ping` on a connection that came without a PROXY header.
     pub fn refused_header_less_request(&self) {
         self.refused_reason(NO_HEADER_REQUEST);
+    }
+
+    /// Refused: a cleartext connection while `TLS_MODE=required`.
+    pub(crate) fn refused_cleartext(&self) {
+        self.refused_reason(CLEARTEXT);
     }
 
     /// A `/ping` answered (`200`, or `503` while draining).

@@ -6,3 +6,4 @@ pub(crate) mod log_time;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod request;
+pub(crate) mod tls;

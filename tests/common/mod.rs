@@ -14,6 +14,7 @@ pub mod client;
 pub mod haproxy;
 pub mod nlb;
 pub mod proxy;
+pub mod tls;
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]

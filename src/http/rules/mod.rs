@@ -13,6 +13,8 @@ pub(crate) use h2::{check_h2_request, joined_cookies};
 pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
 pub(crate) use response::{check_response, strip_trailers, Framing, ResponseKind, ResponseRules};
 
+use http::HeaderName;
+
 use crate::http::forwarding::Forwarding;
 
 /// As many header lines as hyper accepts by default; more gets `431`.
@@ -70,13 +72,14 @@ pub(crate) fn is_forwarding(name: &str) -> bool {
 }
 
 /// Whether a client-sent header is one the proxy replaces for this connection: the forwarding
-/// headers above and the configured `VPC_ENDPOINT_HEADER`.
+/// headers above, the configured `VPC_ENDPOINT_HEADER` and `CLIENT_CERT_HEADER` (on every
+/// connection, TLS or not: only the proxy vouches for a client certificate).
 pub(crate) fn is_replaced(name: &str, from: &Forwarding) -> bool {
-    is_forwarding(name)
-        || from
-            .vpce_header
-            .as_ref()
+    let own = |h: &Option<HeaderName>| {
+        h.as_ref()
             .is_some_and(|own| same_name(name.as_bytes(), own.as_str().as_bytes()))
+    };
+    is_forwarding(name) || own(&from.vpce_header) || own(&from.client_cert_header)
 }
 
 /// Headers the proxy frames or routes by: `Connection` naming them does not remove them.
