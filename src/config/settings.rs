@@ -36,7 +36,7 @@ pub(crate) fn default_of(name: &str) -> &'static str {
 /// Every setting the proxy reads, in the order `--help` and the README list them.
 pub const SETTINGS: &[Setting] = &[
     Setting { name: "LISTEN_ON", default: REQUIRED, meaning: "port for plain-HTTP connections from the balancer; every request is redirected to https" },
-    Setting { name: "LISTEN_ON_TLS", default: REQUIRED, meaning: "port for TLS-terminated connections from the balancer; requests are forwarded to the app" },
+    Setting { name: "LISTEN_ON_TLS", default: REQUIRED, meaning: "port whose requests are forwarded to the app: TLS the balancer ended, or (TLS_MODE) TLS the proxy ends" },
     Setting { name: "DESTINATION_HOSTNAME", default: REQUIRED, meaning: "the app's host name or address, resolved on every new upstream connection" },
     Setting { name: "DESTINATION_PORT", default: REQUIRED, meaning: "the app's port" },
     Setting { name: "LISTEN_ADDRESS", default: "0.0.0.0", meaning: "address both listeners bind (`::` for IPv6 and IPv4)" },
