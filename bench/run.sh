@@ -136,16 +136,39 @@ backend app
   server app 127.0.0.1:$BACKEND maxconn 9000
 EOF
 
-start_proxy() {
+# TLS at the proxy, as behind an NLB TCP listener: every proxy ends TLS itself with the same
+# ECDSA P-256 certificate, after the same ELB stand-in's PROXY header.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$out/tls.key" -out "$out/tls.crt" 2>/dev/null
+cat "$out/tls.crt" "$out/tls.key" > "$out/tls.pem"
+python3 - "$out" "$TLS" <<'PY'
+import sys
+out, port = sys.argv[1:3]
+conf = open(f"{out}/nginx.conf").read()
+conf = conf.replace(
+    f"listen 127.0.0.1:{port} proxy_protocol;",
+    f"listen 127.0.0.1:{port} ssl proxy_protocol;\n    ssl_certificate {out}/tls.crt;\n"
+    f"    ssl_certificate_key {out}/tls.key;\n    ssl_protocols TLSv1.2 TLSv1.3;",
+)
+open(f"{out}/nginx-tls.conf", "w").write(conf.replace(f"pid {out}/nginx.pid;", f"pid {out}/nginx-tls.pid;"))
+PY
+sed -e "s|bind 127.0.0.1:$TLS accept-proxy|bind 127.0.0.1:$TLS accept-proxy ssl crt $out/tls.pem alpn http/1.1|" \
+  "$out/haproxy-http.cfg" > "$out/haproxy-tls.cfg"
+
+start_proxy() { # $1 = name, $2 = tls to end TLS with $out/tls.crt
+  local tls=${2:-}
   case $1 in
     elb-ws-proxy)
-      LISTEN_ON=$PLAIN LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
-        LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=info "$bin/elb-ws-proxy" >>"$ourlog" 2>&1 & proxy=$! ;;
+      local certs=()
+      [ -n "$tls" ] && certs=(TLS_CERT_FILE="$out/tls.crt" TLS_KEY_FILE="$out/tls.key")
+      env LISTEN_ON=$PLAIN LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
+        LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=info "${certs[@]}" "$bin/elb-ws-proxy" >>"$ourlog" 2>&1 & proxy=$! ;;
     nginx-seed)
       mkdir -p "$out/nginx-body" "$out/nginx-proxy"
-      nginx -p "$out" -c "$out/nginx.conf" -g 'daemon off;' 2>>"$out/nginx-error.log" & proxy=$! ;;
+      nginx -p "$out" -c "$out/nginx${tls:+-tls}.conf" -g 'daemon off;' 2>>"$out/nginx-error.log" & proxy=$! ;;
     haproxy-http)
-      haproxy -db -f "$out/haproxy-http.cfg" >/dev/null 2>&1 & proxy=$! ;;
+      haproxy -db -f "$out/haproxy-${tls:-http}.cfg" >/dev/null 2>&1 & proxy=$! ;;
   esac
   wait_port $TLS
   sleep 0.3
@@ -266,6 +289,70 @@ measure_h2() { # $1 = file; appends "name h2_rps value" and "name h2_cpu_us valu
   done
 }
 
+# TLS ended by each proxy, the proxies taking turns on fresh processes as for HTTP/2: CPU per
+# keep-alive request, per new connection (a full handshake and one request), for a download,
+# and memory per idle TLS WebSocket.
+measure_tls() { # $1 = file; appends "name tls_* value" lines to it
+  local f=$1 name procs t0 n before after line
+  local -A ka=() close=() down=() mem=()
+  for _ in $(seq 1 "$RUNS"); do
+    for name in "${PROXIES[@]}"; do
+      start_proxy "$name" tls
+      haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
+      wait_port $ELB
+      curl -fsSk "https://127.0.0.1:$ELB/" >/dev/null || { echo "$name: no answer over TLS"; exit 1; }
+      mapfile -t procs < <(pids_of "$proxy"); t0=$(cpu_ticks "${procs[@]}")
+      wrk -t2 -c64 -d"${DUR}s" "https://127.0.0.1:$ELB/" > "$out/wrk.txt"
+      n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
+      ka[$name]="${ka[$name]:-} $(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")"
+      t0=$(cpu_ticks "${procs[@]}")
+      wrk -t2 -c64 -d"${DUR}s" -H 'Connection: close' "https://127.0.0.1:$ELB/" > "$out/wrk.txt"
+      n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
+      close[$name]="${close[$name]:-} $(per_request_us $(( $(cpu_ticks "${procs[@]}") - t0 )) "$n")"
+      t0=$(cpu_ticks "${procs[@]}")
+      n=$(curl -sSk -o /dev/null -w '%{size_download}' "https://127.0.0.1:$ELB/download?$STREAM" || true)
+      if [ "$n" = "$STREAM" ]; then
+        down[$name]="${down[$name]:-} $(python3 -c "print(round($(( $(cpu_ticks "${procs[@]}") - t0 )) * 1000 / $TICK))")"
+      fi
+      stop "$elb"; stop_proxy; sleep 0.3
+    done
+  done
+  # Memory per idle TLS WebSocket, once per round (the handshakes take a while).
+  for name in "${PROXIES[@]}"; do
+    start_proxy "$name" tls
+    haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
+    wait_port $ELB
+    mapfile -t procs < <(pids_of "$proxy")
+    before=$(sum_status VmRSS "${procs[@]}")
+    coproc HOLDER { BENCH_WS_TLS="$out/tls.crt" "$ws" hold "127.0.0.1:$ELB" "$HOLD" 2>&1; }
+    if read -r line <&"${HOLDER[0]}" && [ "$line" = "open $HOLD" ]; then
+      sleep 2
+      mapfile -t procs < <(pids_of "$proxy")
+      after=$(sum_status VmRSS "${procs[@]}")
+      echo go >&"${HOLDER[1]}"
+      read -r line <&"${HOLDER[0]}"
+      if wait "$HOLDER_PID"; then
+        mem[$name]=$(python3 -c "print(round(($after - $before) / $HOLD, 2))")
+      else
+        echo "$name: held TLS WebSockets failed to echo ($line)"
+      fi
+    else
+      echo "$name: the $HOLD TLS WebSockets did not all open: ${line:-bench_ws ended}"
+      kill "$HOLDER_PID" 2>/dev/null || true
+    fi
+    stop "$elb"; stop_proxy; sleep 0.5
+  done
+  for name in "${PROXIES[@]}"; do
+    # shellcheck disable=SC2086 # one argument per run
+    echo "$name tls_keepalive_cpu_us $(med ${ka[$name]:-failed})" >> "$f"
+    # shellcheck disable=SC2086
+    echo "$name tls_close_cpu_us $(med ${close[$name]:-failed})" >> "$f"
+    # shellcheck disable=SC2086
+    echo "$name tls_download_cpu_ms $(med ${down[$name]:-failed})" >> "$f"
+    echo "$name tls_ws_kib_per_conn ${mem[$name]:-failed}" >> "$f"
+  done
+}
+
 PROXIES=(elb-ws-proxy nginx-seed haproxy-http)
 : > "$out/figures.1"
 for round in $(seq 1 "$ROUNDS"); do
@@ -275,6 +362,8 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   echo "round $round: HTTP/2, the proxies in turn"
   measure_h2 "$out/figures.$round"
+  echo "round $round: TLS at the proxy, the proxies in turn"
+  measure_tls "$out/figures.$round"
 done
 python3 "$root/bench/report.py" "$out" "$DUR" "$RUNS" "$HOLD" "$STREAM" > "$root/bench/RESULTS.md"
 cat "$root/bench/RESULTS.md"

@@ -4,19 +4,60 @@
 //!   bench_ws echo ADDR CONNS SECONDS SIZE
 //!                               each connection sends SIZE-byte messages and waits for the echo,
 //!                               for SECONDS; prints messages/s and MB/s
+//!
+//! With `BENCH_WS_TLS=FILE` (a PEM certificate to trust, issued for `bench.test`) every
+//! connection is TLS after the plain TCP connect, as a client of a proxy that ends TLS.
 
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, OnceLock};
+
 use futures_util::{SinkExt, StreamExt};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Ws = WebSocketStream<Box<dyn Io>>;
+
+/// The TLS client every connection uses, when `BENCH_WS_TLS` names a certificate to trust.
+fn tls() -> Option<&'static TlsConnector> {
+    static TLS: OnceLock<Option<TlsConnector>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let file = std::env::var("BENCH_WS_TLS").ok()?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&file).expect("BENCH_WS_TLS") {
+            roots
+                .add(cert.expect("a PEM certificate"))
+                .expect("a CA certificate");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Some(TlsConnector::from(Arc::new(config)))
+    })
+    .as_ref()
+}
 
 async fn open(addr: &str) -> Result<Ws, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    let stream: Box<dyn Io> = match tls() {
+        None => Box::new(stream),
+        Some(tls) => {
+            let name = ServerName::try_from("bench.test").expect("a DNS name");
+            Box::new(tls.connect(name, stream).await.map_err(|e| e.to_string())?)
+        }
+    };
     let (ws, _) = tokio_tungstenite::client_async("ws://bench/ws", stream)
         .await
         .map_err(|e| e.to_string())?;
