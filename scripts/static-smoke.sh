@@ -29,9 +29,10 @@ for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$app/" && break
 
 chroot=$(command -v chroot)
 # exec: the background job's PID is then the proxy's own, so SIGTERM reaches it.
+extra_env=()
 run_in_root() {
   exec env -i LISTEN_ON="$plain" LISTEN_ON_TLS="$tls" DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT="$app" \
-    LISTEN_ADDRESS=127.0.0.1 "$chroot" --userspec=65532:65532 "$root" /elb-ws-proxy "$@"
+    LISTEN_ADDRESS=127.0.0.1 "${extra_env[@]}" "$chroot" --userspec=65532:65532 "$root" /elb-ws-proxy "$@"
 }
 [ -z "$(ls -A "$root" | grep -v '^elb-ws-proxy$')" ] || { echo "FAIL: root is not empty"; exit 1; }
 (exec > "$root.log" 2>&1; run_in_root) & proxy=$!; pids+=($proxy)
@@ -46,4 +47,20 @@ kill -TERM "$proxy"
 wait "$proxy" && code=0 || code=$?
 [ "$code" = 0 ] || { echo "FAIL: exit code $code after SIGTERM"; cat "$root.log"; exit 1; }
 rm -f "$root.log"
-echo "1 passed, 0 failed: static binary served a request and its healthcheck from an empty root, exited 0 on SIGTERM"
+
+# TLS at the proxy, in the same empty root: a self-signed certificate made at start-up, the
+# PROXY header in the clear, then the handshake, as behind an NLB TLS target group.
+extra_env=(TLS_SELF_SIGNED=true TLS_MODE=required)
+(exec > "$root.log" 2>&1; run_in_root) & proxy=$!; pids+=($proxy)
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$tls/ping" && break
+  sleep 0.1
+done
+body=$(curl -sSk --max-time 5 --haproxy-protocol "https://127.0.0.1:$tls/hello.txt")
+[ "$body" = "hello from the app" ] || { echo "FAIL: over TLS got '$body'"; cat "$root.log"; exit 1; }
+grep -q 'made a self-signed certificate' "$root.log" || { echo "FAIL: no fingerprint logged"; cat "$root.log"; exit 1; }
+kill -TERM "$proxy"
+wait "$proxy" && code=0 || code=$?
+[ "$code" = 0 ] || { echo "FAIL: exit code $code after SIGTERM (TLS)"; cat "$root.log"; exit 1; }
+rm -f "$root.log"
+echo "2 passed, 0 failed: static binary served a request (cleartext, then TLS it ended itself) and its healthcheck from an empty root, exited 0 on SIGTERM"

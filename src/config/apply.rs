@@ -61,9 +61,6 @@ impl Config {
     /// Sets every optional setting from `raw`, or from its default in [`SETTINGS`] when unset:
     /// both go through the same parser.
     pub(super) fn apply(&mut self, raw: RawEnv) -> Result<(), ConfigError> {
-        let value = |name: &'static str, v: Option<String>| {
-            (name, v.unwrap_or_else(|| default_of(name).to_owned()))
-        };
         let duration = |(name, v): (&'static str, String)| {
             parse_duration(&v).ok_or_else(|| invalid(name, DURATION, v))
         };
@@ -162,12 +159,7 @@ impl Config {
             "json" => LogFormat::Json,
             _ => return Err(invalid(name, "text or json", v)),
         };
-        let (name, v) = value("LOG_HEALTH_CHECKS", raw.log_health_checks);
-        self.log_health_checks = match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "1" | "on" => true,
-            "false" | "no" | "0" | "off" => false,
-            _ => return Err(invalid(name, "true or false", v)),
-        };
+        self.log_health_checks = boolean(value("LOG_HEALTH_CHECKS", raw.log_health_checks))?;
         let keepalive = duration(value("TCP_KEEPALIVE", raw.tcp_keepalive))?;
         self.tcp_keepalive = match keepalive.as_secs() {
             0 if keepalive.is_zero() => None,
@@ -203,6 +195,20 @@ impl Config {
         }
         .parse()?;
         Ok(())
+    }
+}
+
+/// The variable's value, or its default from [`SETTINGS`] when unset.
+pub(super) fn value(name: &'static str, v: Option<String>) -> (&'static str, String) {
+    (name, v.unwrap_or_else(|| default_of(name).to_owned()))
+}
+
+/// `true`/`yes`/`1`/`on` or `false`/`no`/`0`/`off`, any case.
+pub(super) fn boolean((name, v): (&'static str, String)) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "1" | "on" => Ok(true),
+        "false" | "no" | "0" | "off" => Ok(false),
+        _ => Err(invalid(name, "true or false", v)),
     }
 }
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::apply::{invalid, DURATION};
+use super::apply::{boolean, invalid, value, DURATION};
 use super::ConfigError;
-use crate::config::settings::{default_of, parse_app_header, parse_duration};
+use crate::config::settings::{parse_app_header, parse_duration};
 
 /// `TLS_MODE`: what `LISTEN_ON_TLS` does with a connection that starts a TLS handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,9 +105,6 @@ pub(super) struct RawTls {
 impl RawTls {
     /// Checks the TLS variables against each other.
     pub(super) fn parse(self) -> Result<TlsSettings, ConfigError> {
-        let value = |name: &'static str, v: Option<String>| {
-            (name, v.unwrap_or_else(|| default_of(name).to_owned()))
-        };
         let path = |v: Option<String>| v.map(|s| PathBuf::from(s.trim()));
         let (cert_file, key_file) = (path(self.cert_file), path(self.key_file));
         match (&cert_file, &key_file) {
@@ -115,11 +112,10 @@ impl RawTls {
             (None, Some(_)) => return Err(missing("TLS_CERT_FILE", "TLS_KEY_FILE")),
             _ => {}
         }
-        let (name, v) = value("TLS_SELF_SIGNED", self.self_signed);
-        let self_signed = boolean(name, v)?;
+        let self_signed = boolean(value("TLS_SELF_SIGNED", self.self_signed))?;
         if self_signed && cert_file.is_some() {
             let expected = "false when TLS_CERT_FILE gives the default certificate";
-            return Err(invalid(name, expected, "true".into()));
+            return Err(invalid("TLS_SELF_SIGNED", expected, "true".into()));
         }
         let (name, v) = value("TLS_MIN_VERSION", self.min_version);
         let min_version = match v.trim() {
@@ -182,18 +178,112 @@ fn missing(variable: &'static str, with: &str) -> ConfigError {
     }
 }
 
-fn boolean(name: &'static str, v: String) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "1" | "on" => Ok(true),
-        "false" | "no" | "0" | "off" => Ok(false),
-        _ => Err(invalid(name, "true or false", v)),
-    }
-}
-
 /// A header name, or `off` (what an empty value becomes).
 fn header_or_off(name: &'static str, v: String) -> Result<Option<HeaderName>, ConfigError> {
     parse_app_header(&v).ok_or_else(|| {
         let expected = "a header name such as X-Forwarded-Client-Cert that the proxy does not otherwise set, or empty (off)";
         invalid(name, expected, v)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn with(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let base = [
+            ("LISTEN_ON", "81"),
+            ("LISTEN_ON_TLS", "444"),
+            ("DESTINATION_HOSTNAME", "app"),
+            ("DESTINATION_PORT", "8080"),
+        ];
+        let vars = base
+            .iter()
+            .chain(extra)
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_vars(vars)
+    }
+
+    #[test]
+    fn settings_that_contradict_each_other_name_the_variable() {
+        // (variables, the variable the error names)
+        let table: &[(&[(&str, &str)], &str)] = &[
+            (&[("TLS_CERT_FILE", "/c.pem")], "TLS_KEY_FILE"),
+            (&[("TLS_KEY_FILE", "/k.pem")], "TLS_CERT_FILE"),
+            (&[("TLS_MODE", "required")], "TLS_MODE"),
+            (&[("TLS_MODE", "sometimes")], "TLS_MODE"),
+            (&[("TLS_MIN_VERSION", "1.1")], "TLS_MIN_VERSION"),
+            (&[("TLS_SELF_SIGNED", "maybe")], "TLS_SELF_SIGNED"),
+            (
+                &[
+                    ("TLS_SELF_SIGNED", "true"),
+                    ("TLS_CERT_FILE", "/c"),
+                    ("TLS_KEY_FILE", "/k"),
+                ],
+                "TLS_SELF_SIGNED",
+            ),
+            (&[("TLS_CLIENT_AUTH", "optional")], "TLS_CLIENT_AUTH"),
+            (
+                &[
+                    ("TLS_CLIENT_CA_FILE", "/ca"),
+                    ("TLS_CLIENT_AUTH", "sometimes"),
+                ],
+                "TLS_CLIENT_AUTH",
+            ),
+            (&[("CLIENT_CERT_HEADER", "Host")], "CLIENT_CERT_HEADER"),
+            (
+                &[("CLIENT_CERT_HEADER", "X-Forwarded-For")],
+                "CLIENT_CERT_HEADER",
+            ),
+            (&[("TLS_RELOAD_INTERVAL", "0")], "TLS_RELOAD_INTERVAL"),
+        ];
+        for (vars, named) in table {
+            let e = with(vars).expect_err(&format!("{vars:?}"));
+            assert_eq!(e.variable, *named, "{vars:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn defaults_follow_from_what_is_configured() {
+        let none = with(&[]).unwrap().tls;
+        assert_eq!(none.mode, TlsMode::Off, "auto without a certificate is off");
+        assert_eq!(
+            none.client_cert_header.as_ref().map(|h| h.as_str()),
+            Some("x-forwarded-client-cert")
+        );
+        let files = with(&[("TLS_CERT_FILE", "/c"), ("TLS_KEY_FILE", "/k")])
+            .unwrap()
+            .tls;
+        assert_eq!(
+            (files.mode, files.min_version),
+            (TlsMode::Auto, TlsVersion::V12)
+        );
+        let strict = with(&[
+            ("TLS_SELF_SIGNED", "true"),
+            ("TLS_MODE", "required"),
+            ("TLS_MIN_VERSION", "1.3"),
+        ])
+        .unwrap()
+        .tls;
+        assert_eq!(
+            (strict.mode, strict.min_version),
+            (TlsMode::Required, TlsVersion::V13)
+        );
+        let mtls = with(&[("TLS_CERT_DIR", "/certs"), ("TLS_CLIENT_CA_FILE", "/ca")])
+            .unwrap()
+            .tls;
+        assert_eq!(
+            (mtls.mode, mtls.client_auth),
+            (TlsMode::Auto, ClientAuth::Required)
+        );
+        let off = with(&[
+            ("TLS_CERT_DIR", "/certs"),
+            ("TLS_MODE", "off"),
+            ("CLIENT_CERT_HEADER", ""),
+        ])
+        .unwrap()
+        .tls;
+        assert_eq!((off.mode, off.client_cert_header), (TlsMode::Off, None));
+    }
 }

@@ -15,7 +15,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
+use crate::accept::detect::Prefixed;
 use crate::conn::send_timeout::SendClock;
 use crate::conn::state::ConnCtx;
 use crate::h1::request_head::{self, Head};
@@ -23,7 +25,7 @@ use crate::http::chunked::Chunked;
 use crate::http::rules::BodyLength;
 use crate::http::rules::{HeadLimits, MAX_HEADERS};
 use crate::http::Protocol;
-use crate::proxy::tunnel::ClientSocket;
+use crate::proxy::tunnel::{ClientSocket, Side};
 use crate::telemetry::metrics::Metrics;
 
 /// Where the gate is in the client's byte stream.
@@ -345,7 +347,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGate<S> {
 
 impl ClientSocket for HeadGate<TcpStream> {
     /// The bytes hyper has not taken are those the gate still holds.
-    fn into_parts(self) -> (TcpStream, Bytes) {
-        (self.stream, self.pending.freeze())
+    fn into_parts(self) -> (Side, Bytes) {
+        (Side::Socket(self.stream), self.pending.freeze())
+    }
+}
+
+impl ClientSocket for HeadGate<TlsStream<Prefixed<TcpStream>>> {
+    /// As for a socket: the gate's buffers go, the TLS stream stays.
+    fn into_parts(self) -> (Side, Bytes) {
+        (Side::Tls(Box::new(self.stream)), self.pending.freeze())
     }
 }

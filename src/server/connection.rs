@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_rustls::server::TlsStream;
 
 use crate::accept::detect::{self, Detected, Prefixed, Silence};
 use crate::accept::proxy_header::{read_origin, Origin};
@@ -143,10 +144,13 @@ async fn over_tls(
         let io = Prefixed::new(buf.freeze(), stream);
         return h2_server::serve(shared.clone(), ctx, io, clocks).await;
     }
-    let hard_stop = Watch::new(&shared.drain.hard_stop);
+    let mut hard_stop = Watch::new(&shared.drain.hard_stop);
+    let Some((stream, buf)) = lean_path(shared, &ctx, (stream, buf), clocks, &mut hard_stop).await
+    else {
+        return;
+    };
     if let Some(pending) = http1(shared, &ctx, (stream, buf), clocks, hard_stop).await {
-        // The client's side stays hyper's upgraded TLS stream.
-        tunnel::start::<TcpStream>(shared, client, pending, open);
+        tunnel::start::<HeadGate<TlsStream<Prefixed<TcpStream>>>>(shared, client, pending, open);
     }
 }
 
@@ -223,13 +227,13 @@ fn said_nothing(client: SocketAddr, silence: Silence) {
 
 /// Serves what the lean path takes on the TLS port; hands back the socket and the bytes not
 /// yet answered when hyper is needed, `None` when the connection is finished.
-async fn lean_path(
+async fn lean_path<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
     ctx: &ConnCtx,
-    (stream, buf): (TcpStream, BytesMut),
+    (stream, buf): (S, BytesMut),
     clocks: &mut Clocks,
     hard_stop: &mut Watch<'_>,
-) -> Option<(TcpStream, BytesMut)> {
+) -> Option<(S, BytesMut)> {
     // The lean path speaks HTTP/1.1 to the app; with h2c every request goes through hyper.
     let lean = shared.config.destination_protocol != DestinationProtocol::H2c;
     if ctx.port != Port::Tls || ctx.health_only || !lean {

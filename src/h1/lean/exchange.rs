@@ -4,7 +4,7 @@
 
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{Client, Plan};
@@ -69,8 +69,8 @@ fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8
 /// Sends one request to the app and the response to the client, its head rewritten into
 /// `out`. `Ok` carries the status and whether the client connection must close; `Err` means
 /// the response was cut short and the client connection closes now.
-pub(super) async fn exchange(
-    conn: &mut Client<'_>,
+pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Client<'_, S>,
     head: &[u8],
     plan: &Plan,
     out: &mut Vec<u8>,
@@ -100,8 +100,8 @@ pub(super) async fn exchange(
 
 /// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
 /// body ended exactly where its framing said, so the app's connection can be used again.
-async fn relay_body(
-    client: &mut Client<'_>,
+async fn relay_body<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<'_, S>,
     app: &mut TcpStream,
     head: &[u8],
     reply: &Reply,
@@ -160,8 +160,8 @@ async fn relay_body(
 }
 
 /// Logs an upstream failure and gives the client the answer every path gives for it.
-async fn refuse(
-    conn: &mut Client<'_>,
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Client<'_, S>,
     kind: UpstreamError,
     why: &str,
     plan: &Plan,

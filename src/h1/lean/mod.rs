@@ -20,8 +20,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::Config;
 use crate::conn::send_timeout::SendClock;
@@ -42,11 +41,11 @@ use crate::upstream::Upstream;
 const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// How the lean path left a connection.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<S> {
     /// The connection is finished, for this reason.
     Closed(&'static str),
     /// hyper takes over: the socket, and the bytes read from it and not yet answered.
-    Handoff(TcpStream, BytesMut),
+    Handoff(S, BytesMut),
 }
 
 /// Bytes moved on the client's socket, for the metrics.
@@ -88,10 +87,10 @@ enum Step {
 }
 
 /// The client connection as the lean path holds it.
-struct Client<'a> {
+struct Client<'a, S> {
     env: &'a Env<'a>,
     ctx: &'a ConnCtx,
-    stream: TcpStream,
+    stream: S,
     /// `SEND_TIMEOUT` for every write to `stream`.
     send: SendClock,
     counts: &'a mut Counts,
@@ -100,7 +99,7 @@ struct Client<'a> {
     stop: Watch<'a>,
 }
 
-impl Client<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<'_, S> {
     /// Writes `a` then `b` to the client in as few system calls as the socket allows, within
     /// `SEND_TIMEOUT`.
     async fn write(&mut self, a: &[u8], b: &[u8]) -> io::Result<()> {
@@ -125,13 +124,13 @@ impl Client<'_> {
 
 /// Serves requests on `client` until it closes or needs hyper. `buf` holds what was read past
 /// the PROXY header.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     env: &Env<'_>,
     ctx: &ConnCtx,
-    (client, clocks): (TcpStream, &mut Clocks),
+    (client, clocks): (S, &mut Clocks),
     mut buf: BytesMut,
     counts: &mut Counts,
-) -> Outcome {
+) -> Outcome<S> {
     let mut conn = Client {
         env,
         ctx,
@@ -158,11 +157,11 @@ pub(crate) async fn serve(
                 if conn.write(&answer, &[]).await.is_ok() {
                     conn.counts.written += answer.len() as u64;
                 }
-                return Outcome::Closed("request refused");
+                return closed(&mut conn, "request refused").await;
             }
             Step::Partial => {
                 if let Err(why) = read_more(&mut conn, &mut buf, &mut head_started).await {
-                    return Outcome::Closed(why);
+                    return closed(&mut conn, why).await;
                 }
                 continue;
             }
@@ -178,7 +177,7 @@ pub(crate) async fn serve(
             Ok(a) => a,
             Err(why) => {
                 tracing::debug!(client = %ctx.forwarding.client, why, "closing connection mid-response");
-                return Outcome::Closed(why);
+                return closed(&mut conn, why).await;
             }
         };
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
@@ -194,7 +193,7 @@ pub(crate) async fn serve(
         .record(env.metrics, env.config.log_health_checks);
         buf.advance(plan.head_len);
         if close {
-            return Outcome::Closed("closed after the response");
+            return closed(&mut conn, "closed after the response").await;
         }
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
             buf = BytesMut::new();
@@ -204,10 +203,21 @@ pub(crate) async fn serve(
 
 /// Runs `fut` until `deadline`; `None` if the deadline came first.
 ///
+/// How long a client has to take the end of the connection (a TLS close_notify) before it is
+/// simply dropped.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Ends the client connection: a socket sends its FIN, a TLS stream its close_notify first, so
+/// that a client can tell the end from a cut.
+async fn closed<S: AsyncWrite + Unpin>(conn: &mut Client<'_, S>, why: &'static str) -> Outcome<S> {
+    let _ = tokio::time::timeout(CLOSE_GRACE, conn.stream.shutdown()).await;
+    Outcome::Closed(why)
+}
+
 /// Reads more of a request head: the keep-alive clock runs while nothing has arrived, the
 /// request-header clock from the first byte; a drain closes a connection that is idle.
-async fn read_more(
-    conn: &mut Client<'_>,
+async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Client<'_, S>,
     buf: &mut BytesMut,
     head_started: &mut Option<tokio::time::Instant>,
 ) -> Result<(), &'static str> {

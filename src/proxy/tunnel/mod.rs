@@ -18,6 +18,9 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::accept::detect::Prefixed;
 
 use crate::config::Config;
 use crate::conn::send_timeout::SendClock;
@@ -55,16 +58,16 @@ impl Limits {
     }
 }
 
-/// A client connection as its HTTP/1.1 server hands it back after an upgrade: the socket and
-/// the bytes read from it that the server has not consumed.
+/// A client connection as its HTTP/1.1 server hands it back after an upgrade: the connection
+/// without the server's wrappers, and the bytes read from it that the server has not consumed.
 pub(crate) trait ClientSocket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The socket and the bytes already read past the upgrade request.
-    fn into_parts(self) -> (TcpStream, Bytes);
+    /// The connection and the bytes already read past the upgrade request.
+    fn into_parts(self) -> (Side, Bytes);
 }
 
 impl ClientSocket for TcpStream {
-    fn into_parts(self) -> (TcpStream, Bytes) {
-        (self, Bytes::new())
+    fn into_parts(self) -> (Side, Bytes) {
+        (Side::Socket(self), Bytes::new())
     }
 }
 
@@ -135,9 +138,11 @@ async fn run<C: ClientSocket>(
 }
 
 /// One side of a tunnel.
-enum Side {
+pub(crate) enum Side {
     /// A plain socket, taken back from hyper: copied without hyper's buffers in the way.
     Socket(TcpStream),
+    /// A TLS stream the proxy ended, taken back from hyper the same way.
+    Tls(Box<TlsStream<Prefixed<TcpStream>>>),
     /// An HTTP/2 stream (or any other upgraded connection hyper keeps).
     Stream(TokioIo<Upgraded>),
 }
@@ -148,10 +153,10 @@ impl Side {
     fn of<S: ClientSocket>(upgraded: Upgraded) -> (Side, Vec<u8>) {
         match upgraded.downcast::<TokioIo<S>>() {
             Ok(parts) => {
-                let (stream, leftover) = parts.io.into_inner().into_parts();
+                let (side, leftover) = parts.io.into_inner().into_parts();
                 // `read_buf` is a view into hyper's whole read buffer: copy out the few bytes
                 // it holds and let the buffer go, or every idle tunnel keeps 8 KiB alive.
-                (Side::Socket(stream), [leftover, parts.read_buf].concat())
+                (side, [leftover, parts.read_buf].concat())
             }
             // hyper's own type replays what it read ahead.
             Err(upgraded) => (Side::Stream(TokioIo::new(upgraded)), Vec::new()),
@@ -167,6 +172,7 @@ impl AsyncRead for Side {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Side::Socket(s) => Pin::new(s).poll_read(cx, buf),
+            Side::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Side::Stream(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -180,6 +186,7 @@ impl AsyncWrite for Side {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Side::Socket(s) => Pin::new(s).poll_write(cx, buf),
+            Side::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Side::Stream(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -187,6 +194,7 @@ impl AsyncWrite for Side {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Side::Socket(s) => Pin::new(s).poll_flush(cx),
+            Side::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Side::Stream(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -194,6 +202,7 @@ impl AsyncWrite for Side {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Side::Socket(s) => Pin::new(s).poll_shutdown(cx),
+            Side::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Side::Stream(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
