@@ -429,6 +429,41 @@ async fn tls_min_version_refuses_older_clients() {
 }
 
 #[tokio::test]
+async fn grpc_over_tls_reaches_an_h2c_app_with_its_trailers() {
+    let app = start_h2_app().await;
+    let dir = TempDir::new("tls-grpc");
+    let ca = Ca::new("test CA");
+    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    config.destination_protocol = elb_ws_proxy::config::DestinationProtocol::H2c;
+    let proxy = start_proxy(config).await;
+    let s = client(&ca, Some("default.test"), &[b"h2"])
+        .connect(proxy.tls, &v1("203.0.113.78", 443))
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    // As a gRPC client sends a unary call: POST, te: trailers, a body; the status in trailers.
+    let req = http::Request::post("https://default.test/trailers")
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"\0\0\0\0\0",
+        )))
+        .unwrap();
+    let resp = within("gRPC response", h2.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = within("body", resp.into_body().collect()).await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers over TLS");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes(), "ok");
+}
+
+#[tokio::test]
 async fn a_websocket_over_tls_both_ways() {
     let app = start_app().await;
     let dir = TempDir::new("tls-ws");
