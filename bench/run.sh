@@ -3,7 +3,7 @@
 # mode doing the same job, each between the same backend and HAProxy in TCP mode with
 # send-proxy playing the ELB. Writes bench/RESULTS.md.
 #
-#   bash bench/run.sh            full run: two rounds, about 20 minutes (BENCH_ROUNDS=n for n)
+#   bash bench/run.sh            full run: two rounds, about 30 minutes (BENCH_ROUNDS=n for n)
 #   BENCH_SMOKE=1 bash bench/run.sh   seconds, to check the machinery works
 set -euo pipefail
 cd "$(dirname "$0")/.."
