@@ -34,12 +34,16 @@ run_in_root() {
   exec env -i LISTEN_ON="$plain" LISTEN_ON_TLS="$tls" DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT="$app" \
     LISTEN_ADDRESS=127.0.0.1 "${extra_env[@]}" "$chroot" --userspec=65532:65532 "$root" /elb-ws-proxy "$@"
 }
+# Waits (at most 10 s) for the proxy's /ping.
+ready() {
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$tls/ping" && return 0
+    sleep 0.1
+  done
+}
 [ -z "$(ls -A "$root" | grep -v '^elb-ws-proxy$')" ] || { echo "FAIL: root is not empty"; exit 1; }
 (exec > "$root.log" 2>&1; run_in_root) & proxy=$!; pids+=($proxy)
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$tls/ping" && break
-  sleep 0.1
-done
+ready
 body=$(curl -sS --max-time 5 --haproxy-protocol "http://127.0.0.1:$tls/hello.txt")
 [ "$body" = "hello from the app" ] || { echo "FAIL: got '$body'"; cat "$root.log"; exit 1; }
 (run_in_root healthcheck) || { echo "FAIL: healthcheck in the empty root"; exit 1; }
@@ -52,10 +56,7 @@ rm -f "$root.log"
 # PROXY header in the clear, then the handshake, as behind an NLB TLS target group.
 extra_env=(TLS_SELF_SIGNED=true TLS_MODE=required)
 (exec > "$root.log" 2>&1; run_in_root) & proxy=$!; pids+=($proxy)
-for _ in $(seq 1 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$tls/ping" && break
-  sleep 0.1
-done
+ready
 body=$(curl -sSk --max-time 5 --haproxy-protocol "https://127.0.0.1:$tls/hello.txt")
 [ "$body" = "hello from the app" ] || { echo "FAIL: over TLS got '$body'"; cat "$root.log"; exit 1; }
 grep -q 'made a self-signed certificate' "$root.log" || { echo "FAIL: no fingerprint logged"; cat "$root.log"; exit 1; }
