@@ -51,6 +51,13 @@ async fn get_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A GET over a fresh TLS connection (SNI `default.test`, ALPN `http/1.1`) after `header`.
+async fn get_tls(ca: &Ca, addr: std::net::SocketAddr, header: &[u8], path: &str) -> String {
+    let tls = client(ca, Some("default.test"), &[b"http/1.1"]);
+    let mut s = tls.connect(addr, header).await.unwrap();
+    get_over(&mut s, path, "").await
+}
+
 #[tokio::test]
 async fn alpn_chooses_the_protocol_and_cleartext_still_passes_in_auto() {
     let (_guard, logs) = capture_logs();
@@ -154,11 +161,8 @@ async fn required_refuses_cleartext_but_a_headerless_ping_passes() {
     )
     .await;
     assert_eq!(status(&ping), 200, "{ping}");
-    let mut s = client(&ca, Some("default.test"), &[b"http/1.1"])
-        .connect(proxy.tls, &v1("203.0.113.71", 443))
-        .await
-        .unwrap();
-    assert_eq!(status(&get_over(&mut s, "/y", "").await), 200);
+    let header = v1("203.0.113.71", 443);
+    assert_eq!(status(&get_tls(&ca, proxy.tls, &header, "/y").await), 200);
 }
 
 #[tokio::test]
@@ -388,11 +392,7 @@ async fn bad_handshakes_are_closed_and_counted_and_others_are_served() {
         1.0
     );
     // None of it affects a good client.
-    let mut s = client(&ca, Some("default.test"), &[b"http/1.1"])
-        .connect(proxy.tls, &header)
-        .await
-        .unwrap();
-    assert_eq!(status(&get_over(&mut s, "/ok", "").await), 200);
+    assert_eq!(status(&get_tls(&ca, proxy.tls, &header, "/ok").await), 200);
 }
 
 #[tokio::test]
