@@ -255,7 +255,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={:?} tls_client_auth={}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
@@ -272,6 +272,8 @@ impl Config {
             self.log_health_checks, self.tcp_keepalive.map_or("off".to_owned(), secs),
             self.vpc_endpoint_header.as_ref().map_or("off", |h| h.as_str()),
             if self.allowed_vpc_endpoints.is_empty() { "any".to_owned() } else { self.allowed_vpc_endpoints.join(",") },
+            self.tls.mode,
+            if self.tls.client_ca_file.is_none() { "off".to_owned() } else { format!("{:?}", self.tls.client_auth) },
         )
     }
 }
