@@ -551,3 +551,52 @@ async fn start_up_names_the_variable_and_the_file() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_tls_client_that_stops_reading_is_cut_off_and_others_are_served() {
+    let app = start_app().await;
+    let dir = TempDir::new("tls-send-timeout");
+    let ca = Ca::new("test CA");
+    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    config.send_timeout = Some(Duration::from_millis(500));
+    let proxy = start_proxy(config).await;
+    let (_guard, logs) = capture_logs();
+    let header = v1("203.0.113.79", 443);
+    // A download far larger than the socket buffers, asked for and never read.
+    let mut s = client(&ca, Some("default.test"), &[b"http/1.1"])
+        .connect(proxy.tls, &header)
+        .await
+        .unwrap();
+    s.write_all(&get(&format!("/big?{}", 64 << 20), ""))
+        .await
+        .unwrap();
+    let line = eventually("the SEND_TIMEOUT warning", || {
+        let text = logs.text();
+        let line = (text.lines())
+            .find(|l| {
+                l.contains("WARN") && l.contains("SEND_TIMEOUT") && l.contains("203.0.113.79")
+            })
+            .map(str::to_owned);
+        async move { line }
+    })
+    .await;
+    assert!(line.contains("protocol=\"http1\""), "{line}");
+    eventually("the app's connection closed", || async {
+        (app.open.load(std::sync::atomic::Ordering::SeqCst) == 0).then_some(())
+    })
+    .await;
+    // What the proxy had sent arrives, then the end: far less than the download.
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    while let Ok(n) = within("the end of the connection", s.read(&mut chunk)).await {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total < 64 << 20, "{total}");
+    assert_eq!(
+        status(&get_tls(&ca, proxy.tls, &header, "/fine").await),
+        200
+    );
+}
