@@ -21,7 +21,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("-V" | "--version") => {
-            println!("elb-ws-proxy {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "elb-ws-proxy {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("ELB_WS_PROXY_REVISION")
+            );
             ExitCode::SUCCESS
         }
         Some("check") => match Config::from_env() {

@@ -166,8 +166,9 @@ impl Proxy {
             plain = %plain.local_addr()?,
             tls = %tls.local_addr()?,
             settings = %shared.config.summary(),
-            "elb-ws-proxy {} listening",
-            env!("CARGO_PKG_VERSION")
+            "elb-ws-proxy {} ({}) listening",
+            env!("CARGO_PKG_VERSION"),
+            env!("ELB_WS_PROXY_REVISION")
         );
         let accepting = tokio::spawn(listener::accept_loop(shared.clone(), plain, tls));
         if let Some(l) = metrics {
