@@ -60,6 +60,20 @@ pub struct Proxy {
     metrics: Option<TcpListener>,
 }
 
+/// Why a listener could not be bound, and for a port below 1024 refused for want of privilege
+/// (podman, and some Kubernetes runtimes, keep those privileged; Docker does not) what to do.
+fn cannot_listen(var: &str, addr: SocketAddr, e: &io::Error) -> String {
+    let mut why = format!("{var}: cannot listen on {addr}: {e}");
+    if e.kind() == io::ErrorKind::PermissionDenied && addr.port() < 1024 {
+        why.push_str(&format!(
+            "; ports below 1024 need privileges in this runtime: set {var} to a port above 1023 \
+             (and map the balancer's port to it), or set the sysctl \
+             net.ipv4.ip_unprivileged_port_start=0 as Docker does"
+        ));
+    }
+    why
+}
+
 impl Proxy {
     /// Binds both listeners (and the metrics one, if set). Nothing is resolved here: the app's
     /// name is looked up when connecting, so the proxy starts while the app is not up yet.
@@ -78,9 +92,8 @@ impl Proxy {
         let upstream = Upstream::new(&config, resolver, exhaustion.clone());
         let bind = |port: u16, var: &str| {
             let addr = SocketAddr::new(config.listen_address, port);
-            listener::bind_for_clients(addr, config.tcp_keepalive).map_err(|e| {
-                io::Error::new(e.kind(), format!("{var}: cannot listen on {addr}: {e}"))
-            })
+            listener::bind_for_clients(addr, config.tcp_keepalive)
+                .map_err(|e| io::Error::new(e.kind(), cannot_listen(var, addr, &e)))
         };
         let plain = bind(config.listen_on, "LISTEN_ON")?;
         let tls_listener = bind(config.listen_on_tls, "LISTEN_ON_TLS")?;
@@ -219,5 +232,31 @@ impl Proxy {
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_privileged_port_refused_says_what_to_do() {
+        let denied = io::Error::from(io::ErrorKind::PermissionDenied);
+        let low = cannot_listen("LISTEN_ON", "0.0.0.0:81".parse().unwrap(), &denied);
+        assert!(
+            low.starts_with("LISTEN_ON: cannot listen on 0.0.0.0:81: "),
+            "{low}"
+        );
+        assert!(low.contains("set LISTEN_ON to a port above 1023"), "{low}");
+        assert!(
+            low.contains("net.ipv4.ip_unprivileged_port_start=0"),
+            "{low}"
+        );
+        // A high port, or another error, gets the plain message.
+        let high = cannot_listen("LISTEN_ON_TLS", "0.0.0.0:8443".parse().unwrap(), &denied);
+        assert!(!high.contains("sysctl"), "{high}");
+        let taken = io::Error::from(io::ErrorKind::AddrInUse);
+        let busy = cannot_listen("LISTEN_ON", "0.0.0.0:81".parse().unwrap(), &taken);
+        assert!(!busy.contains("sysctl"), "{busy}");
     }
 }
