@@ -26,6 +26,16 @@ fn tls_config(app: std::net::SocketAddr, dir: &TempDir, default: &Issued) -> Con
     config
 }
 
+/// The test app, a directory, a CA, and a configuration whose default certificate (for
+/// `default.test`) that CA signed.
+async fn tls_setup(name: &str) -> (App, TempDir, Ca, Config) {
+    let app = start_app().await;
+    let dir = TempDir::new(name);
+    let ca = Ca::new("test CA");
+    let config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    (app, dir, ca, config)
+}
+
 fn client<'a>(ca: &'a Ca, sni: Option<&'a str>, alpn: &'a [&'a [u8]]) -> ClientTls<'a> {
     ClientTls {
         ca,
@@ -61,10 +71,8 @@ async fn get_tls(ca: &Ca, addr: std::net::SocketAddr, header: &[u8], path: &str)
 #[tokio::test]
 async fn alpn_chooses_the_protocol_and_cleartext_still_passes_in_auto() {
     let (_guard, logs) = capture_logs();
-    let app = start_app().await;
-    let dir = TempDir::new("tls-alpn");
-    let ca = Ca::new("test CA");
-    let proxy = start_proxy(tls_config(app.addr, &dir, &ca.server(&["default.test"]))).await;
+    let (_app, _dir, ca, config) = tls_setup("tls-alpn").await;
+    let proxy = start_proxy(config).await;
     let header = v1("203.0.113.70", 443);
     // HTTP/1.1 chosen by ALPN.
     let mut s = client(&ca, Some("default.test"), &[b"http/1.1"])
@@ -138,10 +146,7 @@ async fn alpn_chooses_the_protocol_and_cleartext_still_passes_in_auto() {
 
 #[tokio::test]
 async fn required_refuses_cleartext_but_a_headerless_ping_passes() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-required");
-    let ca = Ca::new("test CA");
-    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    let (app, _dir, ca, mut config) = tls_setup("tls-required").await;
     config.tls.mode = TlsMode::Required;
     let proxy = start_proxy(config).await;
     let resp = exchange(
@@ -167,10 +172,7 @@ async fn required_refuses_cleartext_but_a_headerless_ping_passes() {
 
 #[tokio::test]
 async fn sni_picks_the_certificate_by_its_names_wildcards_included() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-sni");
-    let ca = Ca::new("test CA");
-    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    let (_app, dir, ca, mut config) = tls_setup("tls-sni").await;
     let more = dir.path().join("more");
     std::fs::create_dir(&more).unwrap();
     ca.server(&["a.example"]).write(&more, "a");
@@ -356,10 +358,7 @@ async fn mutual_tls_required_and_optional_and_the_header_is_the_proxys_alone() {
 
 #[tokio::test]
 async fn bad_handshakes_are_closed_and_counted_and_others_are_served() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-bad");
-    let ca = Ca::new("test CA");
-    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    let (_app, _dir, ca, mut config) = tls_setup("tls-bad").await;
     config.request_header_timeout = Duration::from_millis(300);
     let proxy = start_proxy(config).await;
     let header = v1("203.0.113.75", 443);
@@ -397,10 +396,7 @@ async fn bad_handshakes_are_closed_and_counted_and_others_are_served() {
 
 #[tokio::test]
 async fn tls_min_version_refuses_older_clients() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-version");
-    let ca = Ca::new("test CA");
-    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    let (_app, _dir, ca, mut config) = tls_setup("tls-version").await;
     config.tls.min_version = elb_ws_proxy::config::TlsVersion::V13;
     let proxy = start_proxy(config).await;
     let header = v1("203.0.113.77", 443);
@@ -465,10 +461,8 @@ async fn grpc_over_tls_reaches_an_h2c_app_with_its_trailers() {
 
 #[tokio::test]
 async fn a_websocket_over_tls_both_ways() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-ws");
-    let ca = Ca::new("test CA");
-    let proxy = start_proxy(tls_config(app.addr, &dir, &ca.server(&["default.test"]))).await;
+    let (_app, _dir, ca, config) = tls_setup("tls-ws").await;
+    let proxy = start_proxy(config).await;
     let s = client(&ca, Some("default.test"), &[b"http/1.1"])
         .connect(proxy.tls, &v1("203.0.113.76", 443))
         .await
@@ -554,10 +548,7 @@ async fn start_up_names_the_variable_and_the_file() {
 
 #[tokio::test]
 async fn a_tls_client_that_stops_reading_is_cut_off_and_others_are_served() {
-    let app = start_app().await;
-    let dir = TempDir::new("tls-send-timeout");
-    let ca = Ca::new("test CA");
-    let mut config = tls_config(app.addr, &dir, &ca.server(&["default.test"]));
+    let (app, _dir, ca, mut config) = tls_setup("tls-send-timeout").await;
     config.send_timeout = Some(Duration::from_millis(500));
     let proxy = start_proxy(config).await;
     let (_guard, logs) = capture_logs();

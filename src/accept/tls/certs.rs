@@ -93,7 +93,8 @@ impl Pair {
         Ok(pair)
     }
 
-    /// A certificate for `names` made now, valid for a year.
+    /// A certificate for `elb-ws-proxy` and `localhost`, made now: a TLS target group does not
+    /// check it, so only its fingerprint (logged) identifies it.
     pub(crate) fn self_signed(provider: &CryptoProvider) -> Result<Pair, String> {
         let names = vec!["elb-ws-proxy".to_owned(), "localhost".to_owned()];
         let made = rcgen::generate_simple_self_signed(names).map_err(|e| e.to_string())?;

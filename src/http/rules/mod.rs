@@ -156,3 +156,13 @@ pub(crate) fn is_ping(method: &str, target: &str) -> bool {
     let path = target.split('?').next().unwrap_or(target);
     path == "/ping" && (method == "GET" || method == "HEAD")
 }
+
+/// Header lines (`name: value`, CRLF-separated) as the rules take them, for the unit tables.
+#[cfg(test)]
+pub(crate) fn test_fields(head: &str) -> Vec<(&str, &[u8])> {
+    head.split("\r\n")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_once(": ").unwrap())
+        .map(|(n, v)| (n, v.as_bytes()))
+        .collect()
+}

@@ -282,12 +282,7 @@ mod tests {
         http11: bool,
         head: &str,
     ) -> Result<RequestRules, Refusal> {
-        let fields: Vec<(&str, &[u8])> = head
-            .split("\r\n")
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split_once(": ").unwrap())
-            .map(|(n, v)| (n, v.as_bytes()))
-            .collect();
+        let fields = super::super::test_fields(head);
         let upgrades: Vec<String> = UPGRADES.iter().map(|s| s.to_string()).collect();
         check_request(method, target, http11, fields.into_iter(), &upgrades)
     }

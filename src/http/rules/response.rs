@@ -171,12 +171,7 @@ mod tests {
         req: &RequestRules,
         head: &str,
     ) -> Result<ResponseKind, &'static str> {
-        let fields: Vec<(&str, &[u8])> = head
-            .split("\r\n")
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split_once(": ").unwrap())
-            .map(|(n, v)| (n, v.as_bytes()))
-            .collect();
+        let fields = super::super::test_fields(head);
         check_response(status, http11, req, fields.into_iter())
     }
 
