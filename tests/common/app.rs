@@ -269,7 +269,8 @@ async fn app(
 }
 
 /// A page for a browser: it opens a WebSocket to `/ws` on its own origin, sends one message,
-/// and posts what came back (the app's greeting, then the echo) to `/browser-report`.
+/// and posts what came back (the app's greeting, then the echo) to `/browser-report`, after
+/// the page's port, so that each test finds its own browser's report.
 const BROWSER_PAGE: &str = r#"<!doctype html><title>ws</title><script>
 const seen = [];
 const report = (text) => fetch("/browser-report", { method: "POST", body: text });
@@ -277,9 +278,9 @@ const ws = new WebSocket("wss://" + location.host + "/ws");
 ws.onmessage = (e) => {
   seen.push(e.data);
   if (seen.length === 1) ws.send("hello from the browser");
-  else { report(seen.join("|")); ws.close(); }
+  else { report(location.port + "|" + seen.join("|")); ws.close(); }
 };
-ws.onerror = () => report("websocket error");
+ws.onerror = () => report(location.port + "|websocket error");
 </script>"#;
 
 /// What browsers posted to `/browser-report`, in order.

@@ -2,7 +2,10 @@
 tests/grpc.rs. Messages are raw bytes (generic handlers), so no code generation is needed.
 
   peer.py server          serves on 127.0.0.1, prints "PORT <n>", runs until stdin closes
-  peer.py client <addr>   runs every call through <addr>, prints one JSON object, exits 0
+  peer.py client <addr> [<ca.pem> <name>]
+                          runs every call through <addr>, prints one JSON object, exits 0;
+                          with a CA file, over a secure channel that checks the server's
+                          certificate against it for <name>
 """
 import json
 import sys
@@ -52,9 +55,18 @@ def serve():
     server.stop(0)
 
 
-def client(target):
+def channel_to(target, tls):
+    if not tls:
+        return grpc.insecure_channel(target)
+    ca_file, name = tls
+    with open(ca_file, "rb") as f:
+        credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+    return grpc.secure_channel(target, credentials, options=(("grpc.ssl_target_name_override", name),))
+
+
+def client(target, tls):
     out = {}
-    with grpc.insecure_channel(target) as channel:
+    with channel_to(target, tls) as channel:
         call = lambda kind, name: getattr(channel, kind)("/%s/%s" % (SERVICE, name))
         out["unary"] = call("unary_unary", "Unary")(b"hello", timeout=10).decode()
         out["server_stream"] = [m.decode() for m in call("unary_stream", "ServerStream")(b"3", timeout=10)]
@@ -72,4 +84,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "server":
         serve()
     else:
-        client(sys.argv[2])
+        client(sys.argv[2], sys.argv[3:5])
