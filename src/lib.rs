@@ -58,7 +58,7 @@ pub use conn::shutdown;
 pub use http::health;
 pub use telemetry::{logging, metrics};
 
-use std::future::Future;
+use futures_util::Stream;
 use std::io;
 
 pub use config::Config;
@@ -68,7 +68,8 @@ pub use http::forwarding::Forwarding;
 pub use server::Proxy;
 pub use upstream::{system_resolver, Resolver};
 
-/// Binds and serves until `shutdown` resolves and the drain completes.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+/// Binds and serves until the first item of `shutdown` (a signal) and the drain that follows
+/// complete; a second item ends the drain at once.
+pub async fn run(config: Config, shutdown: impl Stream<Item = ()> + Unpin) -> io::Result<()> {
     Proxy::bind(config).await?.serve(shutdown).await
 }

@@ -62,7 +62,7 @@ fn serve() -> ExitCode {
     logging::init(config.log_format);
     warn_about_config_overrides(Path::new("/config-overrides"));
     let result =
-        runtime().and_then(|rt| rt.block_on(elb_ws_proxy::run(config, shutdown::signal())));
+        runtime().and_then(|rt| rt.block_on(elb_ws_proxy::run(config, shutdown::signals())));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use serde::Deserialize;
 
 use super::tls::RawTls;
-use super::{Config, ConfigError, DestinationProtocol, LogFormat, ProxyProtocol};
+use super::{
+    Config, ConfigError, DestinationProtocol, LogFormat, PingWhileDraining, ProxyProtocol,
+};
 #[cfg(doc)]
 use crate::config::settings::SETTINGS;
 use crate::config::settings::{
@@ -39,6 +41,7 @@ pub(super) struct RawEnv {
     pub(super) h2_max_streams: Option<String>,
     pub(super) shutdown_delay: Option<String>,
     pub(super) shutdown_timeout: Option<String>,
+    pub(super) shutdown_ping_status: Option<String>,
     pub(super) metrics_listen: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) log_health_checks: Option<String>,
@@ -100,6 +103,12 @@ impl Config {
         self.send_timeout = (!send.is_zero()).then_some(send);
         self.shutdown_delay = duration(value("SHUTDOWN_DELAY", raw.shutdown_delay))?;
         self.shutdown_timeout = duration(value("SHUTDOWN_TIMEOUT", raw.shutdown_timeout))?;
+        let (name, v) = value("SHUTDOWN_PING_STATUS", raw.shutdown_ping_status);
+        self.shutdown_ping_status = match v.trim() {
+            "503" => PingWhileDraining::Unavailable,
+            "200" => PingWhileDraining::Healthy,
+            _ => return Err(invalid(name, "503 or 200", v)),
+        };
         let (name, v) = value("MAX_CONNECTIONS", raw.max_connections);
         self.max_connections = match v.trim().parse::<usize>() {
             Ok(n) if (1..=1_000_000).contains(&n) => n,

@@ -48,6 +48,16 @@ pub enum DestinationProtocol {
     Auto,
 }
 
+/// What `/ping` answers once a shutdown has begun (`SHUTDOWN_PING_STATUS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PingWhileDraining {
+    /// `503`: the balancer's health check fails and it takes the target out.
+    Unavailable,
+    /// `200`: healthy until the orchestrator deregisters the target; an NLB resets a target's
+    /// connections when it turns unhealthy unless told otherwise.
+    Healthy,
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -103,6 +113,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     /// `SHUTDOWN_TIMEOUT`: then let in-flight work finish for at most this.
     pub shutdown_timeout: Duration,
+    /// `SHUTDOWN_PING_STATUS`: what `/ping` answers from SIGTERM on.
+    pub shutdown_ping_status: PingWhileDraining,
     /// `METRICS_LISTEN`: where `/metrics` is served; `None` is off.
     pub metrics_listen: Option<SocketAddr>,
     /// `LOG_FORMAT`: text or JSON lines.
@@ -178,6 +190,7 @@ impl Config {
             h2_max_streams: 0,
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: Duration::ZERO,
+            shutdown_ping_status: PingWhileDraining::Unavailable,
             metrics_listen: None,
             log_format: LogFormat::Text,
             log_health_checks: false,
@@ -255,7 +268,7 @@ impl Config {
     pub fn summary(&self) -> String {
         let secs = |d: Duration| format!("{}ms", d.as_millis());
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={:?} tls_client_auth={}",
+            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} shutdown_ping_status={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={:?} tls_client_auth={}",
             self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
             self.destination_hostname, self.destination_port, self.proxy_protocol,
             if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
@@ -268,6 +281,7 @@ impl Config {
             self.destination_protocol, self.h2_max_streams,
             self.upgrade_protocols.join(","),
             secs(self.shutdown_delay), secs(self.shutdown_timeout),
+            match self.shutdown_ping_status { PingWhileDraining::Unavailable => 503, PingWhileDraining::Healthy => 200 },
             self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
             self.log_health_checks, self.tcp_keepalive.map_or("off".to_owned(), secs),
             self.vpc_endpoint_header.as_ref().map_or("off", |h| h.as_str()),

@@ -1,22 +1,91 @@
-//! Graceful drain on SIGTERM: first advertise it (`/ping` answers 503), then stop accepting and
-//! let in-flight work finish, then cut whatever is still open at the deadline.
+//! Graceful drain on SIGTERM, in three phases:
+//! 1. leaving (`SHUTDOWN_DELAY`): `/ping` answers as `SHUTDOWN_PING_STATUS` says, every
+//!    HTTP/1.1 response closes its connection and says so, HTTP/2 connections get GOAWAY, so
+//!    clients move to other targets while everything is still served;
+//! 2. stop accepting (`SHUTDOWN_TIMEOUT`): listeners close, idle connections close, requests
+//!    in flight finish, and tunnels still open close one after another over the timeout;
+//! 3. hard stop, at the deadline or on a second signal: whatever is open is cut.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::config::PingWhileDraining;
+
 /// The phases of a drain, shared by every listener and connection.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Drain {
-    draining: Arc<AtomicBool>,
+    /// A shutdown was asked for: clients are told to go elsewhere, everything is still served.
+    pub leaving: Signal,
     /// Listeners stop accepting; idle keep-alive connections close; requests in flight finish.
     pub stop_accepting: Signal,
-    /// The shutdown deadline has passed: every connection and tunnel is closed now.
+    /// The shutdown deadline has passed (or a second signal came): everything closes now.
     pub hard_stop: Signal,
+    /// What `/ping` answers once leaving.
+    ping: PingWhileDraining,
+    /// The turns of the tunnels still open when accepting stops.
+    turns: Arc<Turns>,
+}
+
+/// Tunnels close one at a time, evenly over most of `SHUTDOWN_TIMEOUT`, so that the clients
+/// of a stopping instance do not all reconnect to the others in the same instant.
+#[derive(Default)]
+struct Turns {
+    /// Tunnels open when accepting stopped; set before [`Drain::stop_accepting`] fires.
+    open: AtomicUsize,
+    /// Turns handed out so far.
+    taken: AtomicUsize,
+    /// The time the closes are spread over, in milliseconds.
+    span_ms: AtomicUsize,
+}
+
+impl Drain {
+    pub(crate) fn new(ping: PingWhileDraining) -> Self {
+        Drain {
+            leaving: Signal::default(),
+            stop_accepting: Signal::default(),
+            hard_stop: Signal::default(),
+            ping,
+            turns: Arc::default(),
+        }
+    }
+
+    /// Whether `/ping` should fail: leaving, unless told to stay healthy.
+    pub(crate) fn ping_fails(&self) -> bool {
+        self.ping == PingWhileDraining::Unavailable && self.leaving.is_set()
+    }
+
+    /// Whether a shutdown has been asked for: responses close their connections.
+    pub fn is_draining(&self) -> bool {
+        self.leaving.is_set()
+    }
+
+    /// Stops accepting, with `open` tunnels to close one after another over `span`.
+    pub(crate) fn stop(&self, open: usize, span: Duration) {
+        self.turns.open.store(open.max(1), Ordering::Relaxed);
+        let ms = usize::try_from(span.as_millis()).unwrap_or(usize::MAX);
+        self.turns.span_ms.store(ms, Ordering::Relaxed);
+        self.stop_accepting.fire();
+    }
+
+    /// Resolves when a tunnel's turn to close has come: after accepting stops, at its place
+    /// in the spread (of `n`, the first after a `n`th of the span, the last at its end).
+    pub(crate) async fn tunnel_turn(&self) -> (usize, usize) {
+        self.stop_accepting.cancelled().await;
+        let t = &self.turns;
+        let open = t.open.load(Ordering::Relaxed);
+        let turn = t.taken.fetch_add(1, Ordering::Relaxed).min(open - 1);
+        let span = t.span_ms.load(Ordering::Relaxed) as u128;
+        let wait = (span * (turn as u128 + 1) / open as u128) as u64;
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        (turn + 1, open)
+    }
 }
 
 /// A one-way switch that can be waited for. `CancellationToken::is_cancelled` takes a lock,
@@ -42,18 +111,6 @@ impl Signal {
     /// Resolves once the switch has been thrown.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
         self.token.cancelled()
-    }
-}
-
-impl Drain {
-    /// Marks the instance as leaving, so health checks fail while traffic is still served.
-    pub fn start(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether a shutdown has been requested.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -105,31 +162,45 @@ impl Future for Watch<'_> {
     }
 }
 
-/// Resolves on the first SIGTERM (what `docker stop` and ECS send) or SIGINT (Ctrl-C).
-pub async fn signal() {
+/// SIGTERM (what `docker stop`, ECS and Kubernetes send) and SIGINT (Ctrl-C), one item each:
+/// the first starts the drain, a second ends it at once. The handlers are installed when the
+/// stream is first polled, inside the runtime.
+pub fn signals() -> impl Stream<Item = ()> + Unpin {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (
+        use tokio::signal::unix::{signal, Signal as Handler, SignalKind};
+        let install = || match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = int.recv() => tracing::info!("SIGINT received"),
-                }
-            }
+            (Ok(term), Ok(int)) => Some((term, int)),
             _ => {
                 tracing::error!(
                     "cannot install signal handlers; the proxy will only stop when killed"
                 );
-                std::future::pending::<()>().await
+                None
             }
-        }
+        };
+        let installed: Option<(Handler, Handler)> = None;
+        futures_util::stream::unfold(installed, move |installed| async move {
+            let (mut term, mut int) = match installed {
+                Some(handlers) => handlers,
+                None => install()?,
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+            Some(((), Some((term, int))))
+        })
+        .boxed()
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        futures_util::stream::unfold((), |()| async {
+            tokio::signal::ctrl_c().await.ok()?;
+            Some(((), ()))
+        })
+        .boxed()
     }
 }

@@ -108,7 +108,7 @@ async fn handle(
     let uri = req.uri().clone();
     let mut upstream = false;
     let resp = if rules::is_ping(method.as_str(), uri.path()) {
-        health::answer(shared.drain.is_draining())
+        health::answer(shared.drain.ping_fails())
     } else if ctx.health_only {
         shared.metrics.refused_header_less_request();
         tracing::warn!(client = %ctx.forwarding.client, path = uri.path(), "request without a PROXY header refused (only /ping is answered)");
@@ -125,6 +125,13 @@ async fn handle(
         // Cannot happen: every head hyper reads passed the gate first.
         tracing::error!(client = %ctx.forwarding.client, "a request reached hyper without the head gate's rules");
         hyper_client::closing(body::text(StatusCode::BAD_REQUEST, "bad request\n"))
+    };
+    // From SIGTERM on, each response ends its connection and says so (the lean path does the
+    // same): the client's next request goes to another target, never into a closing socket.
+    let resp = if shared.drain.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        hyper_client::closing(resp)
+    } else {
+        resp
     };
     Answered {
         from: &ctx.forwarding,

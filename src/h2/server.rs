@@ -93,7 +93,7 @@ where
     let verdict = Arc::new(Verdict::default());
     let io = TokioIo::new(Guarded::new(io, verdict.clone()));
     let mut conn = pin!(h2.serve_connection(io, svc));
-    let mut stop = Watch::new(&shared.drain.stop_accepting);
+    let mut stop = Watch::new(&shared.drain.leaving);
     let mut hard_stop = Watch::new(&shared.drain.hard_stop);
     // Until the first stream, its headers are the head that has begun.
     let accepted = Phase::Head {
@@ -106,7 +106,8 @@ where
             return Poll::Ready(Ok(()));
         }
         if matches!(life, Life::Serving) && stop.poll_set(cx) {
-            // GOAWAY with the last stream id; open streams finish within SHUTDOWN_TIMEOUT.
+            // From SIGTERM on: GOAWAY with the last stream id, so the client opens its next
+            // streams elsewhere; open streams finish within SHUTDOWN_TIMEOUT.
             conn.as_mut().graceful_shutdown();
             life = Life::Draining;
         }

@@ -47,7 +47,7 @@ pub(crate) async fn stream(
     let ping = rules::is_ping(method.as_str(), &path);
     let mut upstream = false;
     let resp = if ping {
-        health::answer(shared.drain.is_draining()).map(Either::Left)
+        health::answer(shared.drain.ping_fails()).map(Either::Left)
     } else if ctx.port == Port::Plain {
         redirect::answer(&req).map(Either::Left)
     } else {

@@ -1,15 +1,16 @@
 //! The `/ping` health check the balancer polls, answered by the proxy itself.
 //!
 //! Exactly the path `/ping` (any query), GET or HEAD, on both ports. While draining it answers
-//! 503 so the balancer takes the instance out before the listeners close.
+//! 503 (unless `SHUTDOWN_PING_STATUS=200`) so the balancer takes the instance out before the
+//! listeners close.
 
 use http::{header, Response, StatusCode};
 
 use crate::http::body::{self, Body};
 
-/// `200 ok`, or `503 draining` once a shutdown has been requested.
-pub(crate) fn answer(draining: bool) -> Response<Body> {
-    if draining {
+/// `200 ok`, or `503 draining` when the instance is leaving and says so.
+pub(crate) fn answer(failing: bool) -> Response<Body> {
+    if failing {
         body::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else {
         let mut resp = body::text(StatusCode::OK, "ok");

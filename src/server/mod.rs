@@ -1,14 +1,15 @@
 //! A bound proxy and its life: [`Proxy::bind`], then [`Proxy::serve`] until the shutdown
 //! future resolves, then the drain.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::{Stream, StreamExt};
 use hyper_util::rt::TokioTimer;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 mod certificates;
@@ -123,7 +124,7 @@ impl Proxy {
             limiter: Arc::new(Semaphore::new(config.max_connections)),
             limits,
             upstream,
-            drain: Drain::default(),
+            drain: Drain::new(config.shutdown_ping_status),
             metrics: counters,
             http,
             h2_upstream: H2Upstream::default(),
@@ -164,10 +165,11 @@ impl Proxy {
         self.shared.metrics.clone()
     }
 
-    /// Serves until `shutdown` resolves, then drains: `/ping` answers 503 for `SHUTDOWN_DELAY`
-    /// while traffic is still served, then the listeners close and in-flight work gets up to
-    /// `SHUTDOWN_TIMEOUT` before everything still open is closed.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    /// Serves until `shutdown` yields, then drains (see [`crate::shutdown`]): clients are sent
+    /// elsewhere for `SHUTDOWN_DELAY` while traffic is still served, then the listeners close
+    /// and in-flight work gets up to `SHUTDOWN_TIMEOUT` before everything still open is
+    /// closed. A second item from `shutdown` ends the drain at once.
+    pub async fn serve(self, mut shutdown: impl Stream<Item = ()> + Unpin) -> io::Result<()> {
         let Proxy {
             shared,
             plain,
@@ -203,28 +205,21 @@ impl Proxy {
                 }
             })
         };
-        shutdown.await;
+        // A stream that ends asks for nothing: serve until killed.
+        if shutdown.next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+        tokio::select! {
+            _ = drain(&shared, accepting, &tracker) => {}
+            Some(()) = shutdown.next() => {
+                tracing::warn!(open = tracker.len(), "second signal: closing everything now");
+                shared.drain.stop(0, std::time::Duration::ZERO);
+                shared.drain.hard_stop.fire();
+                tracker.close();
+                tracker.wait().await;
+            }
+        }
         let drain = &shared.drain;
-        drain.start();
-        if !shared.config.shutdown_delay.is_zero() {
-            tracing::info!(delay = ?shared.config.shutdown_delay, "draining: /ping answers 503, still serving");
-            tokio::time::sleep(shared.config.shutdown_delay).await;
-        }
-        tracing::info!(timeout = ?shared.config.shutdown_timeout, "no longer accepting; waiting for open connections");
-        drain.stop_accepting.fire();
-        let _ = accepting.await;
-        tracker.close();
-        if tokio::time::timeout(shared.config.shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = tracker.len(),
-                "shutdown deadline reached; closing what is still open"
-            );
-            drain.hard_stop.fire();
-            tracker.wait().await;
-        }
         drain.hard_stop.fire();
         sweeper.abort();
         if let Some(w) = watcher {
@@ -232,6 +227,34 @@ impl Proxy {
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// The drain's phases in order, up to the moment every task has ended.
+async fn drain(shared: &Shared, accepting: JoinHandle<()>, tracker: &TaskTracker) {
+    let config = &shared.config;
+    let drain = &shared.drain;
+    drain.leaving.fire();
+    if !config.shutdown_delay.is_zero() {
+        tracing::info!(delay = ?config.shutdown_delay, ping = ?config.shutdown_ping_status, "draining: responses close their connections, still serving");
+        tokio::time::sleep(config.shutdown_delay).await;
+    }
+    let tunnels = shared.metrics.tunnels_open();
+    tracing::info!(timeout = ?config.shutdown_timeout, tunnels, "no longer accepting; waiting for open connections, closing tunnels one by one");
+    // The last tunnel closes at nine tenths of the timeout, before the deadline cuts it.
+    drain.stop(tunnels, config.shutdown_timeout.mul_f64(0.9));
+    let _ = accepting.await;
+    tracker.close();
+    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "shutdown deadline reached; closing what is still open"
+        );
+        drain.hard_stop.fire();
+        tracker.wait().await;
     }
 }
 

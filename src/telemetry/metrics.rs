@@ -293,6 +293,11 @@ impl Metrics {
         self.tunnels_open.dec();
     }
 
+    /// Tunnels open now.
+    pub fn tunnels_open(&self) -> usize {
+        usize::try_from(self.tunnels_open.get()).unwrap_or(0)
+    }
+
     pub fn client_bytes(&self, from_client: u64, to_client: u64) {
         self.bytes_from_clients.inc_by(from_client);
         self.bytes_to_clients.inc_by(to_client);

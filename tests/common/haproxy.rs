@@ -13,7 +13,7 @@ pub struct Haproxy {
     child: Child,
     /// Where clients connect (the balancer's listener).
     pub addr: SocketAddr,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Drop for Haproxy {
@@ -28,13 +28,24 @@ impl Haproxy {
     /// `send-proxy-v2`); `bind_options` follow the frontend's `bind fd@3` (for example
     /// `ssl crt <pem> alpn h2,http/1.1`).
     pub async fn start(backend: SocketAddr, bind_options: &str, server_options: &str) -> Haproxy {
+        Self::with_backend(
+            bind_options,
+            &format!("  server proxy {backend} {server_options}\n"),
+        )
+    }
+
+    /// Starts HAProxy in TCP mode with `backend` as the body of its `instances` backend (the
+    /// servers, their checks, the balancing); `stats socket` is `dir/admin.sock`.
+    pub fn with_backend(bind_options: &str, backend: &str) -> Haproxy {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let dir = TempDir::new("haproxy");
         let cfg = format!(
-            "global\n  maxconn 1024\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+            "global\n  maxconn 1024\n  stats socket {}/admin.sock\n\
+             defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
              frontend elb\n  bind fd@3 {bind_options}\n  unique-id-format %{{+X}}o%ci%cp%Ts%rt\n  default_backend instances\n\
-             backend instances\n  server proxy {backend} {server_options}\n"
+             backend instances\n{backend}",
+            dir.path().display()
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, cfg).unwrap();
@@ -63,11 +74,29 @@ impl Haproxy {
         // The socket listens already: clients that connect before HAProxy is up wait in its
         // accept queue, so there is nothing to wait for here.
         drop(listener);
-        Haproxy {
-            child,
-            addr,
-            _dir: dir,
-        }
+        Haproxy { child, addr, dir }
+    }
+
+    /// The status (`UP`, `DOWN`, `MAINT`…) HAProxy gives `server` of the `instances`
+    /// backend now, from its stats socket; `None` before HAProxy is up.
+    pub fn server_status(&self, server: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s =
+            std::os::unix::net::UnixStream::connect(self.dir.path().join("admin.sock")).ok()?;
+        s.write_all(b"show stat\n").ok()?;
+        let mut csv = String::new();
+        s.read_to_string(&mut csv).ok()?;
+        let header: Vec<&str> = csv
+            .lines()
+            .next()?
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = header.iter().position(|h| *h == "status")?;
+        csv.lines()
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.len() > column && f[0] == "instances" && f[1] == server)
+            .map(|f| f[column].to_owned())
     }
 }
 

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use elb_ws_proxy::{Config, Proxy};
@@ -17,7 +17,7 @@ pub struct Running {
     pub tls: SocketAddr,
     pub metrics: Option<SocketAddr>,
     pub proxy_metrics: Arc<elb_ws_proxy::metrics::Metrics>,
-    stop: Option<oneshot::Sender<()>>,
+    signals: mpsc::UnboundedSender<()>,
     pub task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
@@ -27,11 +27,9 @@ impl Running {
         metric(&self.proxy_metrics.render(), series)
     }
 
-    /// Sends the shutdown signal (as SIGTERM would).
+    /// Sends the shutdown signal (as SIGTERM would); a second call is a second SIGTERM.
     pub fn signal(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.signals.send(());
     }
 
     /// Signals and waits for `serve` to return.
@@ -74,16 +72,17 @@ pub async fn start_proxy_with_resolver(
         .expect("proxy binds");
     let (plain, tls, metrics) = (proxy.plain_addr(), proxy.tls_addr(), proxy.metrics_addr());
     let proxy_metrics = proxy.metrics();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(proxy.serve(async move {
-        let _ = stopped.await;
-    }));
+    let (signals, received) = mpsc::unbounded_channel::<()>();
+    let shutdown = futures_util::stream::unfold(received, |mut received| async move {
+        received.recv().await.map(|()| ((), received))
+    });
+    let task = tokio::spawn(proxy.serve(Box::pin(shutdown)));
     Running {
         plain,
         tls,
         metrics,
         proxy_metrics,
-        stop: Some(stop),
+        signals,
         task: Some(task),
     }
 }

@@ -78,7 +78,7 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(StatusCode, bool), &'static str> {
     let env = conn.env;
     let upstream = env.upstream;
-    let draining = env.drain.stop_accepting.is_set();
+    let draining = env.drain.is_draining();
     let asking = exchange::exchange(upstream, head, &plan.rules, ubuf, |judged| {
         client_head(judged, plan, draining, out)
     });
@@ -169,7 +169,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     let env = conn.env;
     let client = conn.ctx.forwarding.client;
     let (status, text) = failure::answer(env.upstream, env.metrics, client, kind, &why);
-    let close = plan.rules.close || env.drain.stop_accepting.is_set();
+    let close = plan.rules.close || env.drain.is_draining();
     let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
     conn.write(&bytes, &[])
         .await

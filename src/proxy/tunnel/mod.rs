@@ -7,6 +7,7 @@
 
 mod splice;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::conn::state::PendingUpgrade;
 use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
 
-use splice::splice;
+use splice::{splice, Ends};
 
 /// The clocks of a tunnel.
 #[derive(Clone, Copy)]
@@ -85,21 +86,33 @@ pub(crate) fn start<C: ClientSocket>(
     shared.tasks.clone().spawn(async move {
         let _keep = keep;
         let limits = Limits::of(&shared.config);
+        let drain = &shared.drain;
+        // Once joined, the drain ends a tunnel inside the copy loop, so that its end is logged
+        // and counted like any other; before that, the deadline simply drops it.
+        let closed_by_drain = async {
+            tokio::select! {
+                (turn, of) = drain.tunnel_turn() => format!("closed by the drain, {turn} of {of}"),
+                _ = drain.hard_stop.cancelled() => "shutdown deadline (SHUTDOWN_TIMEOUT) reached".to_owned(),
+            }
+        };
         tokio::select! {
-            _ = run::<C>(&shared.metrics, limits, client, pending) => {}
-            _ = shared.drain.hard_stop.cancelled() => {
-                tracing::info!(%client, "closing tunnel at the shutdown deadline");
+            biased;
+            _ = run::<C>(&shared.metrics, limits, client, pending, closed_by_drain) => {}
+            _ = drain.hard_stop.cancelled() => {
+                tracing::info!(%client, "upgrade still pending at the shutdown deadline");
             }
         }
     });
 }
 
-/// Waits for both sides of an accepted upgrade, then joins them until they close.
+/// Waits for both sides of an accepted upgrade, then joins them until they close, or until
+/// `stop` gives the reason to close them.
 async fn run<C: ClientSocket>(
     metrics: &Metrics,
     limits: Limits,
     client_addr: SocketAddr,
     pending: PendingUpgrade,
+    stop: impl Future<Output = String>,
 ) {
     let (client, upstream) = match (pending.client.await, pending.upstream.await) {
         (Ok(c), Ok(u)) => (c, u),
@@ -118,7 +131,10 @@ async fn run<C: ClientSocket>(
         to_app,
         (&mut upstream, to_app_clock),
         to_client,
-        limits.idle,
+        Ends {
+            idle: limits.idle,
+            stop,
+        },
     )
     .await;
     let (up, down, why) = match &result {

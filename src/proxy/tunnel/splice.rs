@@ -35,21 +35,32 @@ thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_SIZE].into_boxed_slice());
 }
 
+/// What ends a tunnel besides its sides: nothing moving either way, or the drain.
+pub(crate) struct Ends<F> {
+    /// `WEBSOCKET_IDLE_TIMEOUT`.
+    pub(crate) idle: Option<Duration>,
+    /// Resolves with the reason when the drain closes the tunnel.
+    pub(crate) stop: F,
+}
+
 /// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
-/// or nothing moved for `idle_timeout`; writes to each side go by that side's clock. Returns
-/// the bytes sent to `b` and to `a`.
+/// or one of `ends` comes; writes to each side go by that side's clock. Returns the bytes sent
+/// to `b` and to `a`.
 #[allow(clippy::type_complexity)]
-pub(crate) async fn splice<A, B>(
+pub(crate) async fn splice<A, B, F>(
     (a, mut to_a): (&mut A, SendClock),
     a_to_b: Vec<u8>,
     (b, mut to_b): (&mut B, SendClock),
     b_to_a: Vec<u8>,
-    idle_timeout: Option<Duration>,
+    ends: Ends<F>,
 ) -> Result<(u64, u64), (u64, u64, io::Error)>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = String>,
 {
+    let idle_timeout = ends.idle;
+    let mut stop = pin!(ends.stop);
     let mut ab = Direction {
         owed: a_to_b,
         ..Default::default()
@@ -84,6 +95,9 @@ where
         }
         if ab.done && ba.done {
             return Poll::Ready(Ok((ab.bytes, ba.bytes)));
+        }
+        if let Poll::Ready(why) = stop.as_mut().poll(cx) {
+            return Poll::Ready(Err((ab.bytes, ba.bytes, io::Error::other(why))));
         }
         if let Some(limit) = idle_timeout {
             if ab.bytes + ba.bytes != moved {
