@@ -1,5 +1,6 @@
 //! The benchmark's app: a fixed small response at `/`, 1 MiB at `/1m`, any size streamed at
-//! `/download?BYTES`, an upload sink at `/upload`, and a WebSocket echo at `/ws`.
+//! `/download?BYTES`, an upload sink at `/upload`, a WebSocket echo at `/ws`, and the request's
+//! headers at `/headers` (scripts/container-smoke.sh runs it as the app container).
 //! Usage: `bench_backend 127.0.0.1:9000`
 
 use std::convert::Infallible;
@@ -31,6 +32,14 @@ async fn serve(
     match req.uri().path() {
         "/" => Ok(Response::new(full(Bytes::from_static(SMALL)))),
         "/1m" => Ok(Response::new(full(one_mib))),
+        "/headers" => {
+            let text: String = req
+                .headers()
+                .iter()
+                .map(|(k, v)| format!("{k}: {}\n", v.to_str().unwrap_or("<binary>")))
+                .collect();
+            Ok(Response::new(full(Bytes::from(text))))
+        }
         "/download" => {
             let total: u64 = req
                 .uri()

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The image under a real container runtime (podman, with runc), as a user runs it:
+#  - podman builds the real Dockerfile's runtime stage around the static binary, built as the
+#    build stage builds it (--build-context build=<dir>); size under 10 MB, user 65532, labels;
+#  - the seed's `docker run` on a container network: the app found by its alias, a request and
+#    a WebSocket through the proxy, HEALTHCHECK healthy, the process running as 65532; the app
+#    re-created at a new address and served again without a restart; `podman stop` drains and
+#    exits 0 within its timeout;
+#  - the repository's docker-compose.yml under podman-compose, with the images built here and
+#    the app image tagged with the name the compose file uses: a request and a WebSocket.
+# Needs podman, runc, aardvark-dns, podman-compose (PyPI), curl and python3; run as root (CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+work=$(mktemp -d)
+net=elbsmoke
+img=localhost/elb-ws-proxy:smoke
+app_img=docker.io/jmalloc/echo-server:latest
+# This machine's facts: crun fails on its hybrid cgroups, and podman's default ulimits exceed
+# the hard limits here. The same settings for podman-compose's own podman calls.
+limits=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
+run=(podman run --runtime runc "${limits[@]}")
+# Without systemd, podman says on stderr that it cannot schedule HEALTHCHECK timers;
+# `podman healthcheck run` below runs the check itself. Its stderr goes here, shown on failure.
+errors="$work/podman-stderr.log"
+printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]\n[engine]\nruntime = "runc"\n' > "$work/containers.conf"
+export CONTAINERS_CONF="$work/containers.conf"
+
+fail() { echo "FAIL: $*"; podman logs proxy 2>&1 | tail -20 || true; cat "$errors" 2>/dev/null || true; exit 1; }
+cleanup() {
+  podman rm -f -t 0 proxy app >/dev/null 2>&1 || true
+  podman network rm -f "$net" >/dev/null 2>&1 || true
+  (cd "$root" && podman-compose -p elbsmoke down -t 0 >/dev/null 2>&1) || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# Waits (at most 15 s) for /ping on 127.0.0.1:$1.
+ready() {
+  for _ in $(seq 1 150); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/ping" && return 0
+    sleep 0.1
+  done
+  fail "no /ping on port $1"
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A request (its headers echoed by the app) and a WebSocket through 127.0.0.1:$1.
+# The first may find the network's DNS (aardvark-dns) not yet answering for a container just
+# started, and get 502; the proxy resolves the app's name again for each new connection, so
+# it is asked again, for at most 10 s.
+through() {
+  local headers=""
+  for _ in $(seq 1 100); do
+    headers=$(curl -sS --max-time 5 --haproxy-protocol "http://127.0.0.1:$1/headers") || fail "request through port $1"
+    grep -qi '^x-forwarded-for: 127.0.0.1$' <<<"$headers" && break
+    sleep 0.1
+  done
+  grep -qi '^x-forwarded-for: 127.0.0.1$' <<<"$headers" || fail "the app got: $headers"
+  python3 scripts/ws-check.py 127.0.0.1 "$1" || fail "WebSocket through port $1"
+}
+
+echo "== building the static binaries and the images"
+bin=$(scripts/build-static.sh x86_64)
+cargo build --release --locked --target x86_64-unknown-linux-musl --example bench_backend >/dev/null 2>&1
+mkdir -p "$work/build" "$work/app" "$work/empty"
+cp "$bin" "$work/build/elb-ws-proxy"
+cp target/x86_64-unknown-linux-musl/release/examples/bench_backend "$work/app/app"
+printf 'FROM scratch\nCOPY app /app\nUSER 65532:65532\nEXPOSE 8080\nENTRYPOINT ["/app", "0.0.0.0:8080"]\n' > "$work/app/Containerfile"
+podman build -q --format docker -t "$app_img" -f "$work/app/Containerfile" "$work/app" >/dev/null
+rev=$(git rev-parse --short=12 HEAD)
+# The runtime stage takes the binary from the `build` context; the repository's context is not
+# needed for it, so an empty one is sent.
+podman build -q --format docker --build-context build="$work/build" --build-arg TARGETARCH=amd64 \
+  --build-arg REVISION="$rev" --build-arg CREATED="$(date -u +%FT%TZ)" \
+  -t "$img" -f Dockerfile "$work/empty" >/dev/null
+size=$(podman image inspect "$img" --format '{{.Size}}')
+[ "$size" -lt 10000000 ] || fail "image is $size bytes"
+user=$(podman image inspect "$img" --format '{{.Config.User}}')
+[ "$user" = 65532:65532 ] || fail "image user is $user"
+label=$(podman image inspect "$img" --format '{{index .Labels "org.opencontainers.image.revision"}}')
+[ "$label" = "$rev" ] || fail "revision label is $label, not $rev"
+version=$("${run[@]}" --rm "$img" --version 2>>"$errors")
+[[ "$version" == *"($rev"* ]] || fail "--version says $version"
+echo "image: $((size / 1024)) KiB, user $user, revision $label; $version"
+
+echo "== docker run on a container network"
+podman network create --subnet 10.89.77.0/24 "$net" >/dev/null
+"${run[@]}" -d --name app --network "$net" --network-alias echo --ip 10.89.77.10 "$app_img" >/dev/null 2>>"$errors"
+port=$(free_port)
+"${run[@]}" -d --name proxy --network "$net" -p "127.0.0.1:$port:8444" \
+  -e LISTEN_ON=8081 -e LISTEN_ON_TLS=8444 -e DESTINATION_HOSTNAME=echo -e DESTINATION_PORT=8080 \
+  -e SHUTDOWN_DELAY=1s -e SHUTDOWN_TIMEOUT=5s "$img" >/dev/null 2>>"$errors"
+ready "$port"
+through "$port"
+echo "request and WebSocket through the proxy to the app found by its alias"
+podman healthcheck run proxy >/dev/null || fail "HEALTHCHECK is not healthy"
+echo "HEALTHCHECK: healthy"
+pid=$(podman inspect proxy --format '{{.State.Pid}}')
+uid=$(stat -c %u "/proc/$pid")
+[ "$uid" = 65532 ] || fail "the proxy runs as uid $uid"
+echo "the proxy runs as uid $uid"
+podman rm -f -t 0 app >/dev/null 2>>"$errors"
+"${run[@]}" -d --name app --network "$net" --network-alias echo --ip 10.89.77.11 "$app_img" >/dev/null 2>>"$errors"
+through "$port"
+echo "the app re-created at 10.89.77.11 (was .10) is served without a restart"
+started=$(date +%s)
+podman stop -t 20 proxy >/dev/null 2>>"$errors"
+took=$(( $(date +%s) - started ))
+code=$(podman inspect proxy --format '{{.State.ExitCode}}')
+[ "$code" = 0 ] || fail "exit code $code after podman stop"
+[ "$took" -lt 20 ] || fail "podman stop took ${took}s, its timeout is 20s"
+podman logs proxy 2>&1 | grep -q "shutdown complete" || fail "no drain in the log"
+echo "podman stop: drained and exited 0 in ${took}s"
+podman rm -f -t 0 proxy app >/dev/null 2>>"$errors"
+
+echo "== docker-compose.yml under podman-compose"
+# The compose file builds `proxy` from the Dockerfile; the image built above stands in for it
+# under the names podman-compose gives a built service's image.
+podman tag "$img" localhost/elbsmoke_proxy localhost/elbsmoke-proxy
+podman-compose -p elbsmoke up -d --no-build >/dev/null 2>&1 || { podman-compose -p elbsmoke up -d --no-build; fail "podman-compose up"; }
+ready 8444
+through 8444
+echo "request and WebSocket through the compose file's proxy to its app"
+podman-compose -p elbsmoke down -t 20 >/dev/null 2>&1
+echo "container smoke: passed"
