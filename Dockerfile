@@ -6,7 +6,8 @@
 # the Rust target from TARGETARCH. scripts/build-static.sh cross-builds either binary instead,
 # and the runtime stage alone takes one: --build-context build=<dir holding elb-ws-proxy>.
 # The commit the binary reports (--version) comes from REVISION, as there is no checkout inside:
-#   docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD) --build-arg CREATED=$(date -u +%FT%TZ) -t elb-ws-proxy .
+#   docker build --build-arg REVISION=$(git rev-parse --short=12 HEAD) --build-arg CREATED=$(date -u +%FT%TZ) \
+#     --build-arg SOURCE=$(git remote get-url origin) -t elb-ws-proxy .
 # scripts/static-smoke.sh builds the binary the same way and runs it alone in an empty root.
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
@@ -38,9 +39,12 @@ HEALTHCHECK --interval=10s --timeout=4s --start-period=3s --retries=3 CMD ["/elb
 ENTRYPOINT ["/elb-ws-proxy"]
 ARG REVISION=unknown
 ARG CREATED=unknown
+# The repository's URL, which a checkout does not know: --build-arg SOURCE=https://…
+ARG SOURCE=""
 LABEL org.opencontainers.image.title="elb-ws-proxy" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
+      org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.description="Reverse proxy for HTTP and WebSockets behind an AWS load balancer speaking PROXY protocol" \
       org.opencontainers.image.licenses="Apache-2.0"

@@ -6,8 +6,10 @@
 #    a WebSocket through the proxy, HEALTHCHECK healthy, the process running as 65532; the app
 #    re-created at a new address and served again without a restart; `podman stop` drains and
 #    exits 0 within its timeout;
-#  - the repository's docker-compose.yml under podman-compose, with the images built here and
-#    the app image tagged with the name the compose file uses: a request and a WebSocket.
+#  - the repository's compose files under podman-compose, with the images built here and the
+#    app's and HAProxy's images tagged with the names the compose files use: a request and a
+#    WebSocket through docker-compose.yml, then a request and a redirect through HAProxy
+#    playing the ELB (docker-compose.elb.yml).
 # Needs podman, runc, aardvark-dns, podman-compose (PyPI), curl and python3; run as root (CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +32,7 @@ fail() { echo "FAIL: $*"; podman logs proxy 2>&1 | tail -20 || true; cat "$error
 cleanup() {
   podman rm -f -t 0 proxy app >/dev/null 2>&1 || true
   podman network rm -f "$net" >/dev/null 2>&1 || true
-  (cd "$root" && podman-compose -p elbsmoke down -t 0 >/dev/null 2>&1) || true
+  (cd "$root" && podman-compose -p elbsmoke -f docker-compose.yml -f docker-compose.elb.yml down -t 0 >/dev/null 2>&1) || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -67,10 +69,11 @@ cp target/x86_64-unknown-linux-musl/release/examples/bench_backend "$work/app/ap
 printf 'FROM scratch\nCOPY app /app\nUSER 65532:65532\nEXPOSE 8080\nENTRYPOINT ["/app", "0.0.0.0:8080"]\n' > "$work/app/Containerfile"
 podman build -q --format docker -t "$app_img" -f "$work/app/Containerfile" "$work/app" >/dev/null
 rev=$(git rev-parse --short=12 HEAD)
+source_url=https://example.com/elb-ws-proxy.git
 # The runtime stage takes the binary from the `build` context; the repository's context is not
 # needed for it, so an empty one is sent.
 podman build -q --format docker --build-context build="$work/build" --build-arg TARGETARCH=amd64 \
-  --build-arg REVISION="$rev" --build-arg CREATED="$(date -u +%FT%TZ)" \
+  --build-arg REVISION="$rev" --build-arg CREATED="$(date -u +%FT%TZ)" --build-arg SOURCE="$source_url" \
   -t "$img" -f Dockerfile "$work/empty" >/dev/null
 size=$(podman image inspect "$img" --format '{{.Size}}')
 [ "$size" -lt 10000000 ] || fail "image is $size bytes"
@@ -78,6 +81,11 @@ user=$(podman image inspect "$img" --format '{{.Config.User}}')
 [ "$user" = 65532:65532 ] || fail "image user is $user"
 label=$(podman image inspect "$img" --format '{{index .Labels "org.opencontainers.image.revision"}}')
 [ "$label" = "$rev" ] || fail "revision label is $label, not $rev"
+for l in version created source; do
+  v=$(podman image inspect "$img" --format "{{index .Labels \"org.opencontainers.image.$l\"}}")
+  [ -n "$v" ] && [ "$v" != unknown ] || fail "label org.opencontainers.image.$l is '$v'"
+done
+[ "$(podman image inspect "$img" --format '{{index .Labels "org.opencontainers.image.source"}}')" = "$source_url" ] || fail "source label"
 version=$("${run[@]}" --rm "$img" --version 2>>"$errors")
 [[ "$version" == *"($rev"* ]] || fail "--version says $version"
 echo "image: $((size / 1024)) KiB, user $user, revision $label; $version"
@@ -121,4 +129,32 @@ ready 8444
 through 8444
 echo "request and WebSocket through the compose file's proxy to its app"
 podman-compose -p elbsmoke down -t 20 >/dev/null 2>&1
+
+echo "== docker-compose.yml with docker-compose.elb.yml (HAProxy playing the ELB) under podman-compose"
+# The overlay's haproxy:2.6 image, made here from Debian's HAProxy 2.6 and the libraries it
+# links (no registry is reachable from CI); it takes the config where the official image does.
+mkdir -p "$work/haproxy"
+{
+  echo 'FROM scratch'
+  for f in /usr/sbin/haproxy $(ldd /usr/sbin/haproxy | grep -o '/[^ ]*'); do
+    mkdir -p "$work/haproxy/root$(dirname "$f")"; cp -L "$f" "$work/haproxy/root$f"
+  done
+  echo 'COPY root/ /'
+  echo 'ENTRYPOINT ["/usr/sbin/haproxy", "-W", "-db", "-f", "/usr/local/etc/haproxy/haproxy.cfg"]'
+} > "$work/haproxy/Containerfile"
+podman build -q --format docker -t docker.io/library/haproxy:2.6 -f "$work/haproxy/Containerfile" "$work/haproxy" >/dev/null
+compose=(podman-compose -p elbsmoke -f docker-compose.yml -f docker-compose.elb.yml)
+"${compose[@]}" up -d --no-build >/dev/null 2>&1 || { "${compose[@]}" up -d --no-build; fail "podman-compose up with the ELB"; }
+ready 8444
+headers=""
+for _ in $(seq 1 100); do
+  headers=$(curl -sS --max-time 5 "http://127.0.0.1:8443/headers" 2>/dev/null) && grep -qi '^x-forwarded-for: ' <<<"$headers" && break
+  sleep 0.1
+done
+grep -qi '^x-forwarded-for: [0-9]' <<<"$headers" || fail "through the ELB stand-in the app got: $headers"
+grep -qi '^x-forwarded-proto: https$' <<<"$headers" || fail "through the ELB stand-in the app got: $headers"
+redirect=$(curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' "http://127.0.0.1:8080/x?y=1")
+[[ "$redirect" == "301 https://127.0.0.1/x?y=1" ]] || fail "the plain port through the ELB answered $redirect"
+echo "through HAProxy's send-proxy-v2: the app got $(grep -i '^x-forwarded-for' <<<"$headers"); the plain port redirects (301)"
+"${compose[@]}" down -t 20 >/dev/null 2>&1
 echo "container smoke: passed"

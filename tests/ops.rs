@@ -217,18 +217,18 @@ fn compose_files_parse_and_wire_the_chain() {
     assert!(cfg.contains(&format!("proxy:{tls} send-proxy")), "{cfg}");
 }
 
-/// The Kubernetes example in docs/deploy.md: parses, targets the AWS Load Balancer Controller
-/// with PROXY protocol and a TLS listener that has a certificate, checks `/ping` on the port the
-/// proxy serves it on, and drains longer than the balancer takes to notice.
+/// The Kubernetes manifest in deploy/kubernetes: parses, targets the AWS Load Balancer
+/// Controller with PROXY protocol and a TLS listener that has a certificate, checks `/ping` on
+/// the port the proxy serves it on, keeps the app up through the proxy's whole drain, and gives
+/// the pod the time that takes.
 #[test]
 fn the_kubernetes_example_is_consistent() {
-    let doc =
-        std::fs::read_to_string(format!("{}/docs/deploy.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
-    let yaml = doc
-        .split("```yaml\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("a yaml block");
+    let yaml = std::fs::read_to_string(format!(
+        "{}/deploy/kubernetes/web.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let yaml = yaml.as_str();
     let docs = YamlLoader::load_from_str(yaml).unwrap();
     let (deployment, service) = (&docs[0], &docs[1]);
     let a = &service["metadata"]["annotations"];
@@ -275,8 +275,30 @@ fn the_kubernetes_example_is_consistent() {
         delay > Duration::from_secs(interval * threshold),
         "SHUTDOWN_DELAY {delay:?} must outlast {threshold} failed checks {interval} s apart"
     );
+    assert_eq!(ann("alpn-policy"), "HTTP2Preferred");
+    for probe in ["readinessProbe", "livenessProbe"] {
+        assert_eq!(proxy[probe]["httpGet"]["path"].as_str(), Some("/ping"));
+        assert_eq!(proxy[probe]["httpGet"]["port"].as_str(), Some("tls-origin"));
+    }
+    let timeout = elb_ws_proxy::config::parse_duration(&env("SHUTDOWN_TIMEOUT")).unwrap();
+    let app = deployment["spec"]["template"]["spec"]["containers"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some("app"))
+        .unwrap();
+    let pre_stop = app["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_i64()
+        .expect("the app's preStop sleep") as u64;
+    assert!(
+        Duration::from_secs(pre_stop) >= delay + timeout,
+        "the app must outlive the proxy's drain"
+    );
     let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         .as_i64()
         .unwrap() as u64;
-    assert!(Duration::from_secs(grace) > delay + Duration::from_secs(30));
+    assert!(
+        grace > pre_stop,
+        "the grace period must cover the app's preStop and its stop"
+    );
 }
