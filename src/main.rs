@@ -78,7 +78,12 @@ fn serve() -> ExitCode {
 fn healthcheck() -> ExitCode {
     let config = match Config::from_env() {
         Ok(c) => c,
-        Err(e) => return config_error(e),
+        // A container's HEALTHCHECK reads 0 as healthy and 1 as unhealthy; anything else is
+        // reserved, so a configuration it cannot read is unhealthy too.
+        Err(e) => {
+            eprintln!("elb-ws-proxy healthcheck: configuration error: {e}");
+            return ExitCode::FAILURE;
+        }
     };
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), config.listen_on_tls);
     let send_header = config.proxy_protocol != ProxyProtocol::Off;

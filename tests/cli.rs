@@ -124,6 +124,10 @@ fn healthcheck_exit_codes_and_sigterm_exit_zero() {
     let (code, _, err) = probe(&with_ports(1, held_port));
     assert_eq!(code, 1, "nothing listening: {err}");
     assert!(err.contains("cannot connect"), "{err}");
+    // A configuration it cannot read is unhealthy (1), not a third outcome, and says why.
+    let (code, _, err) = probe(&common);
+    assert_eq!(code, 1, "no LISTEN_ON: {err}");
+    assert!(err.contains("LISTEN_ON"), "{err}");
     // Up even though the app's name does not resolve, and healthy in required mode with only
     // a VPC range trusted: the probe's LOCAL header from loopback is accepted.
     let mut proxy = ProxyProcess::spawn(&common);

@@ -27,6 +27,23 @@ async fn metrics_endpoint_counts_what_happened() {
     };
     let before = scrape().await;
     assert_eq!(status(&before), 200, "{before}");
+    // Other methods on /metrics are not allowed (and say which are); other paths do not exist.
+    let post = exchange(
+        metrics_addr,
+        b"POST /metrics HTTP/1.1\r\nHost: m\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&post), 405, "{post}");
+    assert!(
+        post.to_ascii_lowercase().contains("allow: get, head"),
+        "{post}"
+    );
+    let elsewhere = exchange(
+        metrics_addr,
+        b"GET /stats HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&elsewhere), 404, "{elsewhere}");
     assert_eq!(
         metric(
             &before,

@@ -66,9 +66,17 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>, drain: D
     }
 }
 
-/// `200` with the exposition for `GET /metrics`, `404` for anything else.
+/// `200` with the exposition for `GET` (or `HEAD`) `/metrics`, `405` for other methods there,
+/// `404` for anything else.
 fn answer<B>(metrics: &Metrics, req: &Request<B>) -> Response<Full<Bytes>> {
-    if req.uri().path() == "/metrics" && req.method() == Method::GET {
+    let method = req.method();
+    if req.uri().path() == "/metrics" && method != Method::GET && method != Method::HEAD {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"use GET\n")));
+        *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    } else if req.uri().path() == "/metrics" {
         let mut r = Response::new(Full::new(Bytes::from(metrics.render())));
         r.headers_mut().insert(
             header::CONTENT_TYPE,
