@@ -79,6 +79,9 @@ fn sniff_v1(buf: &[u8]) -> Sniff {
     if line.len() > V1_MAX_LEN {
         return Sniff::Invalid(format!("PROXY v1 header longer than {V1_MAX_LEN} bytes"));
     }
+    if let Some(fault) = v1_fault(line) {
+        return Sniff::Invalid(format!("malformed PROXY v1 header: {fault}"));
+    }
     match v1::Header::try_from(line) {
         Ok(h) if h.header.len() == line.len() => {
             let (source, destination_port) = match h.addresses {
@@ -102,6 +105,53 @@ fn sniff_v1(buf: &[u8]) -> Sniff {
         Ok(_) => Sniff::Invalid("malformed PROXY v1 header: stray carriage return".into()),
         Err(e) => Sniff::Invalid(format!("malformed PROXY v1 header: {e}")),
     }
+}
+
+/// What is wrong with a whole v1 line (up to its LF), named for the log; `None` if nothing
+/// this check knows of (ppp then parses it).
+fn v1_fault(line: &[u8]) -> Option<String> {
+    let Some(text) = line.strip_suffix(b"\r\n") else {
+        return Some("the line ends in a bare LF; PROXY v1 lines end in CRLF".into());
+    };
+    let Ok(text) = std::str::from_utf8(text) else {
+        return Some("the line is not ASCII".into());
+    };
+    let fields: Vec<&str> = text.split(' ').collect();
+    match fields.get(1).copied() {
+        Some("UNKNOWN") => return None,
+        Some("TCP4" | "TCP6") => {}
+        Some(other) => return Some(format!("protocol {other:?} is not TCP4, TCP6 or UNKNOWN")),
+        None => return Some("no protocol after PROXY".into()),
+    }
+    if fields.len() != 6 {
+        return Some(format!(
+            "{} fields where PROXY, the protocol, two addresses and two ports make 6",
+            fields.len()
+        ));
+    }
+    let v4 = fields[1] == "TCP4";
+    for (what, address) in [("source", fields[2]), ("destination", fields[3])] {
+        match address.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_ipv4() == v4 => {}
+            Ok(_) => {
+                return Some(format!(
+                    "{what} address {address} does not match {}",
+                    fields[1]
+                ))
+            }
+            Err(_) => return Some(format!("{what} address {address:?} is not an IP address")),
+        }
+    }
+    for (what, port) in [("source", fields[4]), ("destination", fields[5])] {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && (port.len() == 1 || !port.starts_with('0'))
+            && port.parse::<u16>().is_ok();
+        if !valid {
+            return Some(format!("{what} port {port:?} is not a TCP port number"));
+        }
+    }
+    None
 }
 
 fn sniff_v2(buf: &[u8]) -> Sniff {
@@ -244,18 +294,52 @@ mod tests {
     }
 
     #[test]
-    fn v1_malformed() {
-        for bad in [
-            &b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n"[..],
-            b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
-            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+    fn v1_malformed_names_the_fault() {
+        for (bad, fault) in [
+            (
+                &b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n"[..],
+                "source address \"1.2.3.400\" is not an IP address",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.x 1 2\r\n",
+                "destination address \"5.6.7.x\" is not an IP address",
+            ),
+            (
+                b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n",
+                "source address 1.2.3.4 does not match TCP6",
+            ),
+            (
+                b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",
+                "source address ::1 does not match TCP4",
+            ),
+            (
+                b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",
+                "protocol \"TCP5\" is not TCP4, TCP6 or UNKNOWN",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 99999 2\r\n",
+                "source port \"99999\" is not a TCP port number",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 02\r\n",
+                "destination port \"02\" is not a TCP port number",
+            ),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",
+                "5 fields where PROXY, the protocol, two addresses and two ports make 6",
+            ),
+            (b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", "7 fields where"),
+            (
+                b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",
+                "the line ends in a bare LF; PROXY v1 lines end in CRLF",
+            ),
+            (b"PROXY \xff\r\n", "the line is not ASCII"),
         ] {
-            assert!(
-                matches!(sniff(bad), Sniff::Invalid(_)),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            let text = String::from_utf8_lossy(bad);
+            match sniff(bad) {
+                Sniff::Invalid(why) => assert!(why.contains(fault), "{text:?}: {why}"),
+                other => panic!("{text:?}: {other:?}"),
+            }
         }
         let too_long = [b"PROXY TCP4 ".as_slice(), &[b'1'; 120]].concat();
         assert!(matches!(sniff(&too_long), Sniff::Invalid(_)));
