@@ -59,7 +59,7 @@ fn serve() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_error(e),
     };
-    logging::init(config.log_format);
+    logging::init(config.log_format, &config.log_filter);
     warn_about_config_overrides(Path::new("/config-overrides"));
     let result =
         runtime().and_then(|rt| rt.block_on(elb_ws_proxy::run(config, shutdown::signals())));

@@ -87,6 +87,17 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
         "{err}"
     );
     assert_eq!(err.lines().count(), 1);
+    // A malformed log filter stops start-up like any other setting, naming it.
+    let mut bad = SEED.to_vec();
+    bad.push(("RUST_LOG", "bogus==="));
+    for args in [&["check"][..], &[]] {
+        let (code, _, err) = run(args, &bad);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("RUST_LOG=\"bogus===\" is invalid: expected a log level or filter"),
+            "{err}"
+        );
+    }
     let (code, _, err) = run(&["frobnicate"], SEED);
     assert_eq!(code, 2);
     assert!(err.contains("unknown argument"));

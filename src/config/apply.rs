@@ -45,6 +45,7 @@ pub(super) struct RawEnv {
     pub(super) metrics_listen: Option<String>,
     pub(super) log_format: Option<String>,
     pub(super) log_health_checks: Option<String>,
+    pub(super) rust_log: Option<String>,
     pub(super) tcp_keepalive: Option<String>,
     pub(super) vpc_endpoint_header: Option<String>,
     pub(super) allowed_vpc_endpoints: Option<String>,
@@ -169,6 +170,15 @@ impl Config {
             _ => return Err(invalid(name, "text or json", v)),
         };
         self.log_health_checks = boolean(value("LOG_HEALTH_CHECKS", raw.log_health_checks))?;
+        let (name, v) = value("RUST_LOG", raw.rust_log);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(v.trim()) {
+            return Err(invalid(
+                name,
+                &format!("a log level or filter such as warn, debug or elb_ws_proxy=debug ({e})"),
+                v,
+            ));
+        }
+        self.log_filter = v.trim().to_owned();
         let keepalive = duration(value("TCP_KEEPALIVE", raw.tcp_keepalive))?;
         self.tcp_keepalive = match keepalive.as_secs() {
             0 if keepalive.is_zero() => None,

@@ -121,6 +121,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `LOG_HEALTH_CHECKS`: `/ping` requests get access lines too.
     pub log_health_checks: bool,
+    /// `RUST_LOG`: the log filter, checked at start-up like any other setting.
+    pub log_filter: String,
     /// `TCP_KEEPALIVE`: idle time before keepalive probes on client and app sockets; `None` off.
     pub tcp_keepalive: Option<Duration>,
     /// `VPC_ENDPOINT_HEADER`: the header carrying the PrivateLink endpoint id; `None` not sent.
@@ -194,6 +196,7 @@ impl Config {
             metrics_listen: None,
             log_format: LogFormat::Text,
             log_health_checks: false,
+            log_filter: String::new(),
             tcp_keepalive: None,
             vpc_endpoint_header: None,
             allowed_vpc_endpoints: Vec::new(),
@@ -384,6 +387,8 @@ mod tests {
             ("VPC_ENDPOINT_HEADER", "bad header"),
             ("ALLOWED_VPC_ENDPOINTS", "vpce-ABC"),
             ("LOG_HEALTH_CHECKS", "maybe"),
+            ("RUST_LOG", "bogus==="),
+            ("SHUTDOWN_PING_STATUS", "204"),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).unwrap_err();

@@ -21,17 +21,15 @@ static PENDING: Mutex<Vec<u8>> = Mutex::new(Vec::new());
 const FLUSH_AT: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-/// Installs the global subscriber. An unreadable `RUST_LOG` falls back to `info` and says so.
-pub fn init(format: LogFormat) {
-    let (filter, bad) = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
-            Ok(f) => (f, None),
-            Err(e) => (
-                EnvFilter::new("info"),
-                Some(format!("RUST_LOG={v:?} is invalid ({e}); using info")),
-            ),
-        },
-        _ => (EnvFilter::new("info"), None),
+/// Installs the global subscriber with `filter` (`RUST_LOG`, which the configuration has
+/// checked; should it not parse after all, `info` is used and the log says so).
+pub fn init(format: LogFormat, filter: &str) {
+    let (filter, bad) = match EnvFilter::try_new(filter) {
+        Ok(f) => (f, None),
+        Err(e) => (
+            EnvFilter::new("info"),
+            Some(format!("RUST_LOG={filter:?} is invalid ({e}); using info")),
+        ),
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
