@@ -21,29 +21,12 @@ fn keepalive_get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: a.example\r\n\r\n").into_bytes()
 }
 
-/// Reads one response with a `Content-Length` body off a keep-alive connection.
+/// Reads one response off a keep-alive connection; its text.
 async fn one_response(s: &mut TcpStream) -> String {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if got.len() >= end + 4 + length {
-                return String::from_utf8_lossy(&got).into_owned();
-            }
-        }
-        let n = within("response", s.read(&mut chunk)).await.unwrap();
-        assert!(
-            n > 0,
-            "closed mid-response: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&chunk[..n]);
-    }
+    read_keepalive_response(s, &mut Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text
 }
 
 /// Whether `s` is closed by the proxy (EOF, or a reset) within the bound.

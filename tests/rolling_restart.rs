@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -57,35 +57,6 @@ struct Tally {
     ws_closed: Mutex<Vec<Instant>>,
 }
 
-/// Reads one response off a keep-alive connection: its status and whether it said
-/// `Connection: close`.
-async fn read_response(s: &mut TcpStream, got: &mut Vec<u8>) -> Result<(u16, bool), String> {
-    got.clear();
-    let mut chunk = [0u8; 8192];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or_else(|| format!("no content-length: {head}"))?;
-            if got.len() >= end + 4 + length {
-                let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-                return Ok((status, head.contains("connection: close")));
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
-            .await
-            .map_err(|_| "no response within 10 s".to_owned())?
-            .map_err(|e| format!("read error: {e}"))?;
-        if n == 0 {
-            return Err(format!("closed after {} bytes of a response", got.len()));
-        }
-        got.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// A keep-alive client, as wrk is: requests back to back, a new connection when told to
 /// close, and any request without its whole response is a failure (no retries).
 async fn client(elb: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
@@ -104,19 +75,19 @@ async fn client(elb: SocketAddr, stop: Arc<AtomicBool>, tally: Arc<Tally>) {
                 tally.failed.lock().unwrap().push(format!("write: {e}"));
                 break;
             }
-            match read_response(&mut s, &mut got).await {
-                Ok((200, close)) => {
+            match read_keepalive_response(&mut s, &mut got).await {
+                Ok(r) if r.status == 200 => {
                     tally.ok.fetch_add(1, Ordering::Relaxed);
-                    if close {
+                    if r.close {
                         break;
                     }
                 }
-                Ok((status, _)) => {
+                Ok(r) => {
                     tally
                         .failed
                         .lock()
                         .unwrap()
-                        .push(format!("status {status}"));
+                        .push(format!("status {}", r.status));
                     break;
                 }
                 Err(e) => {

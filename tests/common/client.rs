@@ -97,6 +97,49 @@ pub fn get(path: &str, extra: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// What one response on a keep-alive connection was: its status, whether it said
+/// `Connection: close`, and the whole text.
+pub struct KeepAliveResponse {
+    pub status: u16,
+    pub close: bool,
+    pub text: String,
+}
+
+/// Reads one response with a `Content-Length` body off a keep-alive connection into `got`
+/// (cleared first), waiting at most 10 s; an error says how it fell short.
+pub async fn read_keepalive_response(
+    s: &mut TcpStream,
+    got: &mut Vec<u8>,
+) -> Result<KeepAliveResponse, String> {
+    got.clear();
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| format!("no content-length: {head}"))?;
+            if got.len() >= end + 4 + length {
+                return Ok(KeepAliveResponse {
+                    status: head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0),
+                    close: head.contains("connection: close"),
+                    text: String::from_utf8_lossy(got).into_owned(),
+                });
+            }
+        }
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .map_err(|_| "no response within 10 s".to_owned())?
+            .map_err(|e| format!("read error: {e}"))?;
+        if n == 0 {
+            return Err(format!("closed after {} bytes of a response", got.len()));
+        }
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// Header `name` (lower-case) as the echo app reported it.
 pub fn echoed<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
