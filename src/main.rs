@@ -4,8 +4,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 
-use elb_ws_proxy::config::{Config, ProxyProtocol, SETTINGS};
-use elb_ws_proxy::{health, logging, shutdown};
+use elb_ws_proxy::config::{Config, ProxyProtocol};
+use elb_ws_proxy::{health, logging, settings, shutdown};
 
 /// mimalloc: it hands freed pages back, so a burst of WebSocket handshakes does not leave
 /// idle tunnels paying for it, and it is far faster than musl's allocator in the static build.
@@ -112,20 +112,14 @@ fn warn_about_config_overrides(dir: &Path) {
 }
 
 fn help() -> String {
-    let mut out = format!(
+    format!(
         "elb-ws-proxy {}\n\
          Reverse proxy for HTTP and WebSockets behind an AWS load balancer that sends PROXY protocol headers.\n\n\
          USAGE:\n  elb-ws-proxy              run the proxy (configured by environment variables)\n  \
          elb-ws-proxy check        validate the configuration and exit\n  \
-         elb-ws-proxy healthcheck  ask /ping on 127.0.0.1:$LISTEN_ON_TLS; exit 0 when healthy\n  \
-         elb-ws-proxy --version\n\nSETTINGS (environment variables):\n",
-        env!("CARGO_PKG_VERSION")
-    );
-    for s in SETTINGS {
-        out.push_str(&format!(
-            "  {:<24} default {:<11} {}\n",
-            s.name, s.default, s.meaning
-        ));
-    }
-    out
+         elb-ws-proxy healthcheck  ask /ping on 127.0.0.1:$LISTEN_ON_TLS; exit 0 when healthy, 1 when not\n  \
+         elb-ws-proxy --version\n\n{}",
+        env!("CARGO_PKG_VERSION"),
+        settings::help()
+    )
 }

@@ -36,9 +36,16 @@ fn help_lists_every_setting_with_its_default() {
     for s in SETTINGS {
         let line = out
             .lines()
-            .find(|l| l.trim_start().starts_with(s.name))
+            .find(|l| l.starts_with(&format!("  {}  ", s.name)))
             .unwrap_or_else(|| panic!("{} missing", s.name));
-        assert!(line.contains(s.default), "{line}");
+        assert_eq!(line, format!("  {}  default {}", s.name, s.default));
+    }
+    // Nothing overruns: every line fits in 100 columns, and the value formats are there.
+    for line in out.lines() {
+        assert!(line.chars().count() <= 100, "{line}");
+    }
+    for syntax in ["500ms, 5s, 2m, 1h", "KiB, MiB, GiB (1024)", "true or false"] {
+        assert!(out.contains(syntax), "{syntax} missing:\n{out}");
     }
 }
 

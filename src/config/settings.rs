@@ -77,6 +77,38 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },
 ];
 
+/// The settings and value formats as `--help` shows them: each setting on its own line with
+/// its default, its meaning wrapped below it, so no value overruns a column.
+pub fn help() -> String {
+    const WIDTH: usize = 100;
+    const INDENT: &str = "      ";
+    let mut out = String::from("SETTINGS (environment variables):\n");
+    for s in SETTINGS {
+        out.push_str(&format!("  {}  default {}\n", s.name, s.default));
+        let mut line = String::from(INDENT);
+        for word in s.meaning.split(' ') {
+            if line.len() > INDENT.len() && line.len() + 1 + word.len() > WIDTH {
+                out.push_str(line.trim_end());
+                out.push('\n');
+                line = String::from(INDENT);
+            }
+            if line.len() > INDENT.len() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.push_str(
+        "\nVALUES:\n\
+         \x20 durations  500ms, 5s, 2m, 1h, or a number of seconds; 0 turns off a timeout whose meaning says so\n\
+         \x20 sizes      a number of bytes, or with B, KiB, MiB, GiB (1024) or KB, MB, GB (1000): 64KiB\n\
+         \x20 booleans   true or false (yes/no, on/off, 1/0)\n",
+    );
+    out
+}
+
 /// `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
 pub fn parse_duration(v: &str) -> Option<Duration> {
     let v = v.trim();
