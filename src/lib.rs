@@ -21,7 +21,8 @@
 //! - `accept/`: before any HTTP. `sockets` (keepalive), `descriptors` (`RLIMIT_NOFILE` and the
 //!   connection cap), `proxy_header/` (the PROXY header and its TLVs), `detect` (HTTP/2 or
 //!   HTTP/1.1).
-//! - `telemetry/`: `metrics`, `exhaustion` (running out of descriptors), `request` (the one
+//! - `telemetry/`: `metrics`, `timing` (its time histograms), `process` (the standard process
+//!   metrics from `/proc`), `tls`, `exhaustion` (running out of descriptors), `request` (the one
 //!   end-of-request record), `access_log`, `log_time`, `logging`.
 //! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
 //!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.

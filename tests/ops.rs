@@ -126,10 +126,18 @@ async fn metrics_endpoint_counts_what_happened() {
             "elb_ws_proxy_client_bytes_total{direction=\"to_client\"}"
         ) > 1000.0
     );
-    assert_eq!(
-        metric(&after, "elb_ws_proxy_request_duration_seconds_count"),
-        5.0
-    );
+    // Durations only for what the app answered: the three GETs and the WebSocket's 101, not
+    // the redirect.
+    let duration_count = |code: &str| {
+        metric(
+            &after,
+            &format!(
+                "elb_ws_proxy_request_duration_seconds_count{{protocol=\"http1\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(duration_count("200"), 3.0);
+    assert_eq!(duration_count("101"), 1.0);
     assert_eq!(
         metric(
             &after,
@@ -234,6 +242,180 @@ fn compose_files_parse_and_wire_the_chain() {
     assert!(cfg.contains(&format!("proxy:{tls} send-proxy")), "{cfg}");
 }
 
+/// The samples of `/metrics` text: `(series name, labels without "le", value)`.
+fn samples(text: &str) -> Vec<(String, Vec<String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => {
+                    let labels = rest
+                        .trim_end_matches('}')
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned()))
+                        .filter(|k| k != "le")
+                        .collect();
+                    (n.to_owned(), labels)
+                }
+                None => (series.to_owned(), Vec::new()),
+            };
+            (name, labels, value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn request_durations_count_only_what_the_app_answered_on_every_path() {
+    let app = start_app().await;
+    let proxy = start_proxy(config_for(app.addr)).await;
+    // The lean path, hyper's path (a body), and HTTP/2: each asks the app once.
+    exchange(
+        proxy.tls,
+        &[v1("192.0.2.60", 443), get("/lean", "")].concat(),
+    )
+    .await;
+    let post =
+        b"POST /hyper HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    exchange(proxy.tls, &[v1("192.0.2.61", 443), post.to_vec()].concat()).await;
+    let mut c = h2_client(proxy.tls, &v1("192.0.2.62", 443)).await;
+    let req = hyper::Request::builder()
+        .uri("https://a.example/h2")
+        .body(http_body_util::BodyExt::boxed(http_body_util::Empty::new()))
+        .unwrap();
+    assert_eq!(c.send_request(req).await.unwrap().status(), 200);
+    // Answered by the proxy alone: /ping, a redirect, a refusal (two Host headers).
+    exchange(
+        proxy.tls,
+        &[v1("192.0.2.63", 443), get("/ping", "")].concat(),
+    )
+    .await;
+    exchange(proxy.plain, &[v1("192.0.2.63", 80), get("/", "")].concat()).await;
+    exchange(
+        proxy.tls,
+        &[v1("192.0.2.63", 443), get("/", "Host: b\r\n")].concat(),
+    )
+    .await;
+    let m = proxy.proxy_metrics.render();
+    let count = |labels: &str| {
+        metric(
+            &m,
+            &format!("elb_ws_proxy_request_duration_seconds_count{{{labels}}}"),
+        )
+    };
+    assert_eq!(count("protocol=\"http1\",code=\"200\""), 2.0, "{m}");
+    assert_eq!(count("protocol=\"h2\",code=\"200\""), 1.0, "{m}");
+    assert!(
+        !m.contains("code=\"301\"") && !m.contains("code=\"400\""),
+        "{m}"
+    );
+    // Buckets reach past two minutes.
+    assert!(
+        m.contains("elb_ws_proxy_request_duration_seconds_bucket{le=\"131.072\",protocol=\"http1\",code=\"200\"} 2"),
+        "{m}"
+    );
+    // Three requests reached the app, each over a connection the proxy opened or reused.
+    assert_eq!(
+        metric(&m, "elb_ws_proxy_upstream_response_seconds_count"),
+        3.0,
+        "{m}"
+    );
+    assert!(
+        metric(&m, "elb_ws_proxy_upstream_connect_seconds_count") >= 1.0,
+        "{m}"
+    );
+    // Everything is still counted by class.
+    assert_eq!(
+        metric(
+            &m,
+            "elb_ws_proxy_requests_total{protocol=\"http1\",class=\"4xx\"}"
+        ),
+        1.0
+    );
+    // The build and the process.
+    let build = format!(
+        "elb_ws_proxy_build_info{{version=\"{}\",revision=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with(&build) && l.ends_with("} 1")),
+        "{m}"
+    );
+    let rss = metric(&m, "process_resident_memory_bytes");
+    assert!(rss > 1_000_000.0, "{rss}");
+    assert!(metric(&m, "process_open_fds") >= 3.0);
+    assert!(metric(&m, "process_max_fds") >= metric(&m, "process_open_fds"));
+    assert!(metric(&m, "process_cpu_seconds_total") > 0.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = metric(&m, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 3600.0,
+        "{started} vs {now}"
+    );
+}
+
+/// README's list of metric families is the registry's: every family with its labels, and
+/// nothing that is not there.
+#[tokio::test]
+async fn readme_lists_every_metric_family_with_its_labels() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    // TLS on, with certificate files, so its labelled families have series.
+    let dir = TempDir::new("metrics-readme");
+    let (cert, key) = common::tls::Ca::new("metrics CA")
+        .server(&["default.test"])
+        .write(dir.path(), "server");
+    config.tls.cert_file = Some(cert);
+    config.tls.key_file = Some(key);
+    config.tls.mode = elb_ws_proxy::config::TlsMode::Auto;
+    let proxy = start_proxy(config).await;
+    exchange(proxy.tls, &[v1("192.0.2.64", 443), get("/", "")].concat()).await;
+    let m = proxy.proxy_metrics.render();
+    let mut registry: Vec<String> = Vec::new();
+    for line in m.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        let series = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_owned()
+        };
+        let labels: Vec<String> = samples(&m)
+            .into_iter()
+            .find(|(n, _, _)| n.starts_with(name))
+            .map(|(_, l, _)| l)
+            .unwrap_or_default();
+        registry.push(if labels.is_empty() {
+            series
+        } else {
+            format!("{series}{{{}}}", labels.join(","))
+        });
+    }
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("- **Metrics**:")
+        .nth(1)
+        .and_then(|s| s.split("\n- **").next())
+        .unwrap();
+    let mut listed: Vec<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.starts_with("elb_ws_proxy_") || t.starts_with("process_"))
+        .map(str::to_owned)
+        .collect();
+    listed.sort();
+    registry.sort();
+    assert_eq!(listed, registry);
+}
+
 /// The Kubernetes manifest in deploy/kubernetes: parses, targets the AWS Load Balancer
 /// Controller with PROXY protocol and a TLS listener that has a certificate, checks `/ping` on
 /// the port the proxy serves it on, keeps the app up through the proxy's whole drain, and gives
@@ -318,4 +500,67 @@ fn the_kubernetes_example_is_consistent() {
         grace > pre_stop,
         "the grace period must cover the app's preStop and its stop"
     );
+}
+
+/// `/metrics` read by a parser no one here wrote: Python `prometheus_client`'s OpenMetrics
+/// parser, which is strict about the format (types, `_total`, buckets, `# EOF`).
+#[tokio::test]
+#[ignore = "needs python3 with prometheus_client (PyPI); .ci/run installs it and runs it with --ignored"]
+async fn metrics_parse_with_the_prometheus_client_openmetrics_parser() {
+    let app = start_app().await;
+    let mut config = config_for(app.addr);
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    let proxy = start_proxy(config).await;
+    exchange(proxy.tls, &[v1("192.0.2.65", 443), get("/", "")].concat()).await;
+    exchange(
+        proxy.tls,
+        &[v1("192.0.2.65", 443), get("/ping", "")].concat(),
+    )
+    .await;
+    let scraped = exchange(
+        proxy.metrics.unwrap(),
+        b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = scraped.split_once("\r\n\r\n").unwrap().1.to_owned();
+    let script = r#"
+import sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+families = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+d = families["elb_ws_proxy_request_duration_seconds"]
+count = [s for s in d.samples if s.name.endswith("_count") and s.labels.get("code") == "200"]
+print(d.type, count[0].labels["protocol"], int(count[0].value))
+print(families["process_cpu_seconds"].type, families["elb_ws_proxy_build_info"].type)
+print(len(families))
+"#;
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 must be installed");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    });
+    let out = within("the parser", out).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "histogram http1 1");
+    assert_eq!(lines[1], "counter gauge");
+    // Every family README lists but the two TLS certificate families, which have no series
+    // without TLS.
+    assert_eq!(lines[2], "23", "{stdout}");
 }

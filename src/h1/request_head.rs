@@ -113,7 +113,7 @@ pub(crate) fn read<'b>(
 /// which closes the connection (`head`: it was a `HEAD`, so no body).
 pub(crate) fn refuse(from: &Forwarding, metrics: &Metrics, refused: Refused) -> Vec<u8> {
     let Refused { refusal, to_head } = refused;
-    metrics.request(Protocol::Http1, refusal.status, std::time::Duration::ZERO);
+    metrics.request(Protocol::Http1, refusal.status, None);
     log_refusal(from, &refusal);
     let text = format!("{}\n", refusal.reason);
     answer_bytes(refusal.status, &text, to_head, true)

@@ -6,6 +6,7 @@
 use std::error::Error as StdError;
 use std::future::poll_fn;
 use std::task::Poll;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -120,17 +121,22 @@ async fn send(
         Some(link) => link,
         None => up.open().await.map_err(|(k, why)| Failure::Open(k, why))?,
     };
+    let asked = Instant::now();
     match driver.send_on(link, req).await {
-        Ok(resp) => Ok(resp),
+        Ok(resp) => {
+            up.timing.answered(asked.elapsed());
+            Ok(resp)
+        }
         Err(mut e) => match e.take_message() {
             // hyper gives the request back only if none of it was written.
             Some(req) if rules::retry_on_fresh_connection(reused, true, idempotent) => {
                 tracing::debug!(error = %ErrorChain(e.error()), "pooled upstream connection was closed; sending on a new one");
                 let link = up.open().await.map_err(|(k, why)| Failure::Open(k, why))?;
-                driver
-                    .send_on(link, req)
-                    .await
-                    .map_err(|e| Failure::Send(e.into_error()))
+                let asked = Instant::now();
+                let resp = driver.send_on(link, req).await;
+                let resp = resp.map_err(|e| Failure::Send(e.into_error()))?;
+                up.timing.answered(asked.elapsed());
+                Ok(resp)
             }
             _ => Err(Failure::Send(e.into_error())),
         },

@@ -90,7 +90,12 @@ impl Proxy {
         let counters = Arc::new(metrics::Metrics::new());
         counters.set_connection_limit(config.max_connections);
         let exhaustion = Arc::new(Exhaustion::new(counters.clone()));
-        let upstream = Upstream::new(&config, resolver, exhaustion.clone());
+        let upstream = Upstream::new(
+            &config,
+            resolver,
+            exhaustion.clone(),
+            counters.upstream_timing(),
+        );
         let bind = |port: u16, var: &str| {
             let addr = SocketAddr::new(config.listen_address, port);
             listener::bind_for_clients(addr, config.tcp_keepalive)

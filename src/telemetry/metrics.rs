@@ -10,17 +10,17 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::accept::proxy_header::Refusal;
 use crate::config::Port;
 use crate::http::error::UpstreamError;
 use crate::http::Protocol;
+use crate::telemetry::process::ProcessCollector;
+use crate::telemetry::timing::{time_buckets, Durations, Histograms, UpstreamTiming};
 use crate::telemetry::tls::TlsMetrics;
 
 type Labels = Vec<(&'static str, &'static str)>;
-
 /// What the proxy was doing when the descriptors ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DescriptorUse {
@@ -68,7 +68,8 @@ pub struct Metrics {
     connection_limit: Gauge,
     bytes_from_clients: Counter,
     bytes_to_clients: Counter,
-    duration: Histogram,
+    durations: Durations,
+    upstream_timing: UpstreamTiming,
     /// The TLS listener's.
     pub(crate) tls: TlsMetrics,
 }
@@ -81,7 +82,22 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("elb_ws_proxy");
+        let mut root = Registry::default();
+        // The standard process metrics keep their own names; everything else is the proxy's.
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix("elb_ws_proxy");
+        let build = Family::<Labels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "1, labelled with the version and the git commit the binary was built from",
+            build.clone(),
+        );
+        build
+            .get_or_create(&vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("revision", env!("ELB_WS_PROXY_REVISION")),
+            ])
+            .set(1);
         let accepted = Family::<Labels, Counter>::default();
         registry.register(
             "connections_accepted",
@@ -166,13 +182,25 @@ impl Metrics {
             "Client connections served at once: MAX_CONNECTIONS, or less when descriptors are short",
             connection_limit.clone(),
         );
-        let duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let durations: Histograms = Family::new_with_constructor(time_buckets);
         registry.register(
             "request_duration_seconds",
-            "Time from request head to response head",
-            duration.clone(),
+            "Requests the app was asked, from the request's head to the response's head, by client protocol and status code",
+            durations.clone(),
         );
-        let tls = TlsMetrics::register(&mut registry);
+        let connect = time_buckets();
+        registry.register(
+            "upstream_connect_seconds",
+            "New connections to the app: time to connect",
+            connect.clone(),
+        );
+        let response = time_buckets();
+        registry.register(
+            "upstream_response_seconds",
+            "Requests to the app: time from the request sent to the response's head",
+            response.clone(),
+        );
+        let tls = TlsMetrics::register(registry);
         let counter = |f: &Family<Labels, Counter>, k: &'static str, v: &'static str| {
             f.get_or_create(&vec![(k, v)]).clone()
         };
@@ -200,9 +228,10 @@ impl Metrics {
             connection_limit,
             bytes_from_clients: counter(&bytes, "direction", "from_client"),
             bytes_to_clients: counter(&bytes, "direction", "to_client"),
-            duration,
+            durations: Durations::new(durations),
+            upstream_timing: UpstreamTiming { connect, response },
             tls,
-            registry,
+            registry: root,
         }
     }
 
@@ -261,13 +290,22 @@ impl Metrics {
         self.connection_limit.set(n as i64);
     }
 
-    /// One request answered to a client speaking HTTP/2 (`h2`) or HTTP/1.x.
-    pub(crate) fn request(&self, protocol: Protocol, status: StatusCode, elapsed: Duration) {
+    /// One request answered to a client speaking HTTP/2 (`h2`) or HTTP/1.x; `asked` is the
+    /// time from its head to the response's head when the app was asked (`/ping`, redirects
+    /// and refusals are counted, but kept out of the duration histogram).
+    pub(crate) fn request(&self, protocol: Protocol, status: StatusCode, asked: Option<Duration>) {
         let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
         // A tunnel's request is the HTTP/1.1 handshake that opened it.
         let by = usize::from(protocol == Protocol::H2);
         self.status[by][class].inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        if let Some(elapsed) = asked {
+            self.durations.observe(protocol, status, elapsed);
+        }
+    }
+
+    /// The handles [`crate::upstream`] records the app's timings with.
+    pub(crate) fn upstream_timing(&self) -> UpstreamTiming {
+        self.upstream_timing.clone()
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {

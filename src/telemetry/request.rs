@@ -31,7 +31,8 @@ impl Answered<'_> {
     /// too, and gets an access line only with `LOG_HEALTH_CHECKS=true` (balancers poll it
     /// from every node many times a minute).
     pub(crate) fn record(self, metrics: &Metrics, log_health_checks: bool) {
-        metrics.request(self.protocol, self.status, self.elapsed);
+        let asked = self.upstream.then_some(self.elapsed);
+        metrics.request(self.protocol, self.status, asked);
         let ping = rules::is_ping(self.method, self.path);
         if ping {
             metrics.health_check(self.status);
@@ -43,7 +44,7 @@ impl Answered<'_> {
                 self.method,
                 self.path,
                 self.status,
-                self.upstream.then_some(self.elapsed),
+                asked,
             );
         }
     }

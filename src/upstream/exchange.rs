@@ -3,6 +3,8 @@
 //! [`rules::check_response`]. The lean path relays what follows as bytes to an HTTP/1.1
 //! client; an HTTP/2 stream gets it as a header map and a body ([`crate::proxy::h2_to_h1`]).
 
+use std::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -75,8 +77,12 @@ pub(crate) async fn exchange<T>(
             })?,
         };
         ubuf.clear();
+        let asked = Instant::now();
         match ask(&mut app, head, request, ubuf, &mut emit).await {
-            Ok(out) => return Ok((app, out)),
+            Ok(out) => {
+                upstream.timing.answered(asked.elapsed());
+                return Ok((app, out));
+            }
             Err(f)
                 if f.silent
                     && rules::retry_on_fresh_connection(reused, false, request.idempotent) =>

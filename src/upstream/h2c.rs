@@ -7,6 +7,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -128,12 +129,16 @@ impl H2Upstream {
             Some(l) => l.sender,
             None => self.open(up).await?.sender,
         };
+        let asked = Instant::now();
         let first = match sender.ready().await {
             Ok(()) => sender.send_request(req).await,
             Err(e) => Err(e),
         };
         let e = match first {
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                up.timing.answered(asked.elapsed());
+                return Ok(resp);
+            }
             Err(e) => e,
         };
         let Some(req) = again else {
@@ -141,13 +146,16 @@ impl H2Upstream {
         };
         tracing::debug!(error = %ErrorChain(&e), "h2c request refused; sending it on a new connection");
         let mut sender = self.open(up).await?.sender;
+        let asked = Instant::now();
         sender
             .ready()
             .await
             .map_err(|e| (UpstreamError::Reset, e.into()))?;
-        sender
+        let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| (UpstreamError::Reset, e.into()))
+            .map_err(|e| (UpstreamError::Reset, e.into()))?;
+        up.timing.answered(asked.elapsed());
+        Ok(resp)
     }
 }

@@ -30,6 +30,7 @@ use crate::http::body::RequestBody;
 use crate::http::error::{ErrorChain, UpstreamError};
 use crate::telemetry::exhaustion::Exhaustion;
 use crate::telemetry::metrics::DescriptorUse;
+use crate::telemetry::timing::UpstreamTiming;
 
 /// Looks up the app's addresses: `(host, port)` to addresses, tried in order.
 pub type Resolver = Arc<
@@ -156,10 +157,17 @@ pub struct Upstream {
     resolver: Resolver,
     /// Counts and rate-limits warnings when connects run out of descriptors.
     exhaustion: Arc<Exhaustion>,
+    /// `upstream_connect_seconds` and `upstream_response_seconds`.
+    pub(crate) timing: UpstreamTiming,
 }
 
 impl Upstream {
-    pub(crate) fn new(config: &Config, resolver: Resolver, exhaustion: Arc<Exhaustion>) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        resolver: Resolver,
+        exhaustion: Arc<Exhaustion>,
+        timing: UpstreamTiming,
+    ) -> Self {
         let host = &config.destination_hostname;
         let authority = match host.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => format!("[{v6}]:{}", config.destination_port),
@@ -177,6 +185,7 @@ impl Upstream {
             keepalive: config.tcp_keepalive,
             resolver,
             exhaustion,
+            timing,
         }
     }
 
@@ -251,6 +260,7 @@ impl Upstream {
 
     /// A fresh connection to the app, resolving its name now, within `CONNECT_TIMEOUT`.
     pub(crate) async fn connect(&self) -> io::Result<TcpStream> {
+        let started = Instant::now();
         let attempt = async {
             let mut last = None;
             for addr in (self.resolver)(self.host.clone(), self.port).await? {
@@ -277,6 +287,7 @@ impl Upstream {
                 }
             })?;
         sockets::configure(&stream, self.keepalive)?;
+        self.timing.connected(started.elapsed());
         Ok(stream)
     }
 

@@ -67,15 +67,16 @@ fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8
 }
 
 /// Sends one request to the app and the response to the client, its head rewritten into
-/// `out`. `Ok` carries the status and whether the client connection must close; `Err` means
-/// the response was cut short and the client connection closes now.
+/// `out`. `Ok` carries the answer; `Err` means the response was cut short and the client
+/// connection closes now.
 pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Client<'_, S>,
     head: &[u8],
     plan: &Plan,
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
-) -> Result<(StatusCode, bool), &'static str> {
+) -> Result<Replied, &'static str> {
+    let started = std::time::Instant::now();
     let env = conn.env;
     let upstream = env.upstream;
     let draining = env.drain.is_draining();
@@ -85,17 +86,31 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let deadline = tokio::time::Instant::now() + upstream.response_timeout;
     let (mut app, reply) = match conn.clocks.before(deadline, asking).await {
         Some(Ok(found)) => found,
-        Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan).await,
+        Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan, started).await,
         None => {
             let why = NO_RESPONSE_HEADERS;
-            return refuse(conn, UpstreamError::Timeout, why, plan).await;
+            return refuse(conn, UpstreamError::Timeout, why, plan, started).await;
         }
     };
+    let to_head = started.elapsed();
     let clean = relay_body(conn, &mut app, out, &reply, ubuf).await?;
     if clean && reply.reusable {
         upstream.put_plain(app);
     }
-    Ok((reply.status, reply.close))
+    Ok(Replied {
+        status: reply.status,
+        close: reply.close,
+        to_head,
+    })
+}
+
+/// How a request was answered.
+pub(super) struct Replied {
+    pub(super) status: StatusCode,
+    /// The client connection must close after it.
+    pub(super) close: bool,
+    /// From the request's head to the response's head.
+    pub(super) to_head: std::time::Duration,
 }
 
 /// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
@@ -165,7 +180,8 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     kind: UpstreamError,
     why: &str,
     plan: &Plan,
-) -> Result<(StatusCode, bool), &'static str> {
+    started: std::time::Instant,
+) -> Result<Replied, &'static str> {
     let env = conn.env;
     let client = conn.ctx.forwarding.client;
     let (status, text) = failure::answer(env.upstream, env.metrics, client, kind, &why);
@@ -175,5 +191,9 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| "client write error")?;
     conn.counts.written += bytes.len() as u64;
-    Ok((status, close))
+    Ok(Replied {
+        status,
+        close,
+        to_head: started.elapsed(),
+    })
 }

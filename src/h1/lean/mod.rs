@@ -17,7 +17,6 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::ops::Range;
 use std::pin::Pin;
-use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -167,13 +166,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         head_started = None;
-        let started = Instant::now();
         let answer = exchange::exchange(&mut conn, &out, &plan, &mut reply_head, &mut ubuf).await;
-        let elapsed = started.elapsed();
         if ubuf.capacity() > KEEP_CAPACITY {
             ubuf = BytesMut::new();
         }
-        let (status, close) = match answer {
+        let replied = match answer {
             Ok(a) => a,
             Err(why) => {
                 tracing::debug!(client = %ctx.forwarding.client, why, "closing connection mid-response");
@@ -186,13 +183,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             protocol: Protocol::Http1,
             method: text(&plan.method),
             path: text(&plan.path),
-            status,
-            elapsed,
+            status: replied.status,
+            elapsed: replied.to_head,
             upstream: true,
         }
         .record(env.metrics, env.config.log_health_checks);
         buf.advance(plan.head_len);
-        if close {
+        if replied.close {
             return closed(&mut conn, "closed after the response").await;
         }
         if buf.is_empty() && buf.capacity() > KEEP_CAPACITY {
