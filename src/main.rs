@@ -30,7 +30,13 @@ fn main() -> ExitCode {
         }
         Some("check") => match Config::from_env() {
             Ok(config) => {
-                println!("configuration is valid: {}", config.summary());
+                let at = |port| SocketAddr::new(config.listen_address, port);
+                println!(
+                    "configuration is valid: plain={} tls={} {}",
+                    at(config.listen_on),
+                    at(config.listen_on_tls),
+                    config.summary()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => config_error(e),

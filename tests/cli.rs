@@ -82,6 +82,20 @@ fn check_accepts_the_seed_variables_and_names_what_is_wrong() {
     let (code, out, _) = run(&["check"], SEED);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("configuration is valid"));
+    // Values as the settings take them, each once.
+    for written in [
+        " proxy_protocol=required ",
+        " destination_protocol=http1 ",
+        " log_format=text ",
+        " response_timeout=60s ",
+        " max_header_bytes=64KiB ",
+        " shutdown_delay=0s ",
+        " tls_mode=off ",
+    ] {
+        assert!(out.contains(written), "{written} in {out}");
+    }
+    assert_eq!(out.matches(" plain=").count(), 1, "{out}");
+    assert_eq!(out.matches(" tls=").count(), 1, "{out}");
     let (code, _, err) = run(&["check"], &SEED[1..]);
     assert_eq!(code, 2);
     assert_eq!(err.trim(), "elb-ws-proxy: configuration error: LISTEN_ON is not set: expected a TCP port number from 1 to 65535");

@@ -269,28 +269,50 @@ impl Config {
 
     /// One line with the effective settings, logged at start-up.
     pub fn summary(&self) -> String {
-        let secs = |d: Duration| format!("{}ms", d.as_millis());
+        // Each value as a user writes it (and as README's defaults are written): durations in
+        // seconds or milliseconds, sizes in KiB or MiB when whole, and choices by the names
+        // the settings take (the variants' names, lower-cased).
+        let time = |d: Duration| {
+            let ms = d.as_millis();
+            match ms {
+                _ if ms % 1000 == 0 => format!("{}s", ms / 1000),
+                _ => format!("{ms}ms"),
+            }
+        };
+        let size = |n: u64| match n {
+            0 => "0".to_owned(),
+            _ if n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+            _ if n % 1024 == 0 => format!("{}KiB", n >> 10),
+            _ => n.to_string(),
+        };
+        let off = |d: Option<Duration>| d.map_or("0".to_owned(), time);
+        let name = |v: &dyn std::fmt::Debug| format!("{v:?}").to_ascii_lowercase();
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "any".to_owned()
+            } else {
+                v.join(",")
+            }
+        };
         format!(
-            "plain={}:{} tls={}:{} app={}:{} proxy_protocol={:?} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={:?} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} shutdown_ping_status={} metrics={} log_format={:?} log_health_checks={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={:?} tls_client_auth={}",
-            self.listen_address, self.listen_on, self.listen_address, self.listen_on_tls,
-            self.destination_hostname, self.destination_port, self.proxy_protocol,
-            if self.trusted_proxies.is_empty() { "any".to_owned() } else { self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",") },
-            secs(self.proxy_header_timeout), secs(self.request_header_timeout), secs(self.keepalive_timeout),
-            secs(self.connect_timeout), secs(self.response_timeout),
-            self.send_timeout.map_or("off".to_owned(), secs),
-            self.websocket_idle_timeout.map_or("off".to_owned(), secs),
-            self.max_connections, self.max_header_bytes,
-            self.max_body_bytes.map_or("off".to_owned(), |n| n.to_string()),
-            self.destination_protocol, self.h2_max_streams,
+            "app={}:{} proxy_protocol={} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} shutdown_ping_status={} metrics={} log_format={} log_health_checks={} rust_log={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={} tls_client_auth={}",
+            self.destination_hostname, self.destination_port, name(&self.proxy_protocol),
+            list(&self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
+            time(self.proxy_header_timeout), time(self.request_header_timeout), time(self.keepalive_timeout),
+            time(self.connect_timeout), time(self.response_timeout),
+            off(self.send_timeout), off(self.websocket_idle_timeout),
+            self.max_connections, size(self.max_header_bytes as u64),
+            size(self.max_body_bytes.unwrap_or(0)),
+            name(&self.destination_protocol), self.h2_max_streams,
             self.upgrade_protocols.join(","),
-            secs(self.shutdown_delay), secs(self.shutdown_timeout),
+            time(self.shutdown_delay), time(self.shutdown_timeout),
             match self.shutdown_ping_status { PingWhileDraining::Unavailable => 503, PingWhileDraining::Healthy => 200 },
-            self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), self.log_format,
-            self.log_health_checks, self.tcp_keepalive.map_or("off".to_owned(), secs),
-            self.vpc_endpoint_header.as_ref().map_or("off", |h| h.as_str()),
-            if self.allowed_vpc_endpoints.is_empty() { "any".to_owned() } else { self.allowed_vpc_endpoints.join(",") },
-            self.tls.mode,
-            if self.tls.client_ca_file.is_none() { "off".to_owned() } else { format!("{:?}", self.tls.client_auth) },
+            self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), name(&self.log_format),
+            self.log_health_checks, self.log_filter, off(self.tcp_keepalive),
+            self.vpc_endpoint_header.as_ref().map_or("", |h| h.as_str()),
+            list(&self.allowed_vpc_endpoints),
+            name(&self.tls.mode),
+            if self.tls.client_ca_file.is_none() { "off".to_owned() } else { name(&self.tls.client_auth) },
         )
     }
 }
