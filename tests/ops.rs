@@ -374,7 +374,15 @@ async fn readme_lists_every_metric_family_with_its_labels() {
     config.tls.mode = elb_ws_proxy::config::TlsMode::Auto;
     let proxy = start_proxy(config).await;
     exchange(proxy.tls, &[v1("192.0.2.64", 443), get("/", "")].concat()).await;
-    let m = proxy.proxy_metrics.render();
+    // The certificate watcher exports the expiry on its first tick, just after start-up.
+    let m = eventually("the certificate's expiry is exported", || {
+        let m = proxy.proxy_metrics.render();
+        async move {
+            m.contains("elb_ws_proxy_tls_certificate_expiry_timestamp_seconds{")
+                .then_some(m)
+        }
+    })
+    .await;
     let mut registry: Vec<String> = Vec::new();
     for line in m.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
