@@ -75,6 +75,19 @@ async fn report_from(port: u16, logs: &Logs) -> String {
     .unwrap_or_else(|_| panic!("no report from the browser; proxy log:\n{}", logs.text()))
 }
 
+/// Opens the test page in Chromium through the balancer at `elb`, and asserts what the page
+/// reports (the app's greeting naming the browser's address from HAProxy's PROXY v2 header,
+/// then the echo of what it sent) and that the page and its WebSocket came over HTTP/2.
+async fn browse(elb: std::net::SocketAddr, dir: &TempDir, proxy: &Running, logs: &Logs) {
+    let url = format!("https://localhost:{}/browser-page", elb.port());
+    let _browser = chromium(&url, dir);
+    assert_eq!(
+        report_from(elb.port(), logs).await,
+        "x-forwarded-for: 127.0.0.1|hello from the browser"
+    );
+    assert_page_and_websocket_on_h2(proxy, logs);
+}
+
 /// Asserts that the page and its WebSocket (an extended CONNECT) came over HTTP/2 and that
 /// the proxy holds the browser's one HTTP/2 connection.
 fn assert_page_and_websocket_on_h2(proxy: &Running, logs: &Logs) {
@@ -105,15 +118,7 @@ async fn chromium_opens_a_websocket_over_http2_through_the_proxy() {
     let pem = certificate(&dir);
     let bind = format!("ssl crt {} alpn h2,http/1.1", pem.display());
     let elb = Haproxy::start(proxy.tls, &bind, "send-proxy-v2").await;
-    let url = format!("https://localhost:{}/browser-page", elb.addr.port());
-    let _browser = chromium(&url, &dir);
-    // The app's greeting names the browser's address, from HAProxy's PROXY v2 header; then
-    // the echo of what the page sent.
-    assert_eq!(
-        report_from(elb.addr.port(), &logs).await,
-        "x-forwarded-for: 127.0.0.1|hello from the browser"
-    );
-    assert_page_and_websocket_on_h2(&proxy, &logs);
+    browse(elb.addr, &dir, &proxy, &logs).await;
 }
 
 #[tokio::test]
@@ -131,13 +136,7 @@ async fn chromium_opens_a_websocket_over_the_proxys_own_tls() {
     let (_guard, logs) = capture_logs();
     // HAProxy as an NLB TCP listener: it passes the browser's TLS through untouched.
     let elb = Haproxy::start(proxy.tls, "", "send-proxy-v2").await;
-    let url = format!("https://localhost:{}/browser-page", elb.addr.port());
-    let _browser = chromium(&url, &dir);
-    assert_eq!(
-        report_from(elb.addr.port(), &logs).await,
-        "x-forwarded-for: 127.0.0.1|hello from the browser"
-    );
-    assert_page_and_websocket_on_h2(&proxy, &logs);
+    browse(elb.addr, &dir, &proxy, &logs).await;
     let text = logs.text();
     // The proxy ended the browser's TLS itself: its access lines name the version and ALPN.
     assert!(

@@ -58,6 +58,16 @@ pub enum PingWhileDraining {
     Healthy,
 }
 
+impl PingWhileDraining {
+    /// The status `/ping` answers with, as `SHUTDOWN_PING_STATUS` is written.
+    pub fn status(self) -> u16 {
+        match self {
+            PingWhileDraining::Unavailable => 503,
+            PingWhileDraining::Healthy => 200,
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -306,7 +316,7 @@ impl Config {
             name(&self.destination_protocol), self.h2_max_streams,
             self.upgrade_protocols.join(","),
             time(self.shutdown_delay), time(self.shutdown_timeout),
-            match self.shutdown_ping_status { PingWhileDraining::Unavailable => 503, PingWhileDraining::Healthy => 200 },
+            self.shutdown_ping_status.status(),
             self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), name(&self.log_format),
             self.log_health_checks, self.log_filter, off(self.tcp_keepalive),
             self.vpc_endpoint_header.as_ref().map_or("", |h| h.as_str()),

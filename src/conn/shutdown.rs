@@ -37,7 +37,8 @@ pub struct Drain {
 /// of a stopping instance do not all reconnect to the others in the same instant.
 #[derive(Default)]
 struct Turns {
-    /// Tunnels open when accepting stopped; set before [`Drain::stop_accepting`] fires.
+    /// Tunnels open when accepting stopped; set by [`Drain::stop`] before it fires
+    /// `stop_accepting`.
     open: AtomicUsize,
     /// Turns handed out so far.
     taken: AtomicUsize,
