@@ -94,9 +94,9 @@ fn assert_page_and_websocket_on_h2(proxy: &Running, logs: &Logs) {
     let text = logs.text();
     let on_h2 = |method: &str, path: &str| {
         text.lines().any(|l| {
-            l.contains("protocol=\"h2\"")
-                && l.contains(&format!("method={method}"))
-                && l.contains(&format!("path=\"{path}\""))
+            l.contains("network.protocol.version=\"2\"")
+                && l.contains(&format!("http.request.method={method}"))
+                && l.contains(&format!("url.path=\"{path}\""))
         })
     };
     assert!(on_h2("GET", "/browser-page"), "{text}");
@@ -140,8 +140,9 @@ async fn chromium_opens_a_websocket_over_the_proxys_own_tls() {
     let text = logs.text();
     // The proxy ended the browser's TLS itself: its access lines name the version and ALPN.
     assert!(
-        text.lines()
-            .any(|l| l.contains("path=\"/ws\"") && l.contains("tls=") && l.contains("alpn=")),
+        text.lines().any(|l| l.contains("url.path=\"/ws\"")
+            && l.contains("tls.protocol.version=")
+            && l.contains("tls.next_protocol=")),
         "{text}"
     );
     assert!(

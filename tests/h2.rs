@@ -102,7 +102,9 @@ async fn forwards_like_http1(dest: DestinationProtocol, app: &App, h2_app: bool)
     let access: Vec<&str> = text.lines().filter(|l| l.contains(" access:")).collect();
     assert_eq!(access.len(), 3, "{text}");
     assert!(
-        access.iter().all(|l| l.contains("protocol=\"h2\"")),
+        access
+            .iter()
+            .all(|l| l.contains("network.protocol.version=\"2\"")),
         "{text}"
     );
 }

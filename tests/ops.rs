@@ -178,11 +178,20 @@ async fn json_logs_are_one_object_per_line() {
         .iter()
         .find(|l| l["target"] == "access")
         .expect("an access line");
-    assert_eq!(access["client"], "192.0.2.60:40000");
-    assert_eq!(access["method"], "GET");
-    assert_eq!(access["path"], "/logged");
-    assert_eq!(access["status"], 200);
+    assert_eq!(access["client.address"], "192.0.2.60");
+    assert_eq!(access["client.port"], 40000);
+    assert_eq!(access["network.peer.address"], "127.0.0.1");
+    assert_eq!(access["http.request.method"], "GET");
+    assert_eq!(access["url.path"], "/logged");
+    assert_eq!(access["http.response.status_code"], 200);
+    assert!(access.get("status").is_none(), "{access}");
     assert!(access["upstream_ms"].as_f64().is_some());
+    assert!(access["duration_ms"].as_f64() >= access["upstream_ms"].as_f64());
+    assert_eq!(
+        access["request_id"].as_str().map(str::len),
+        Some(32),
+        "{access}"
+    );
     let refused = lines
         .iter()
         .find(|l| {

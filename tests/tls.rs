@@ -13,18 +13,8 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use common::tls::{peer_names, Ca, ClientTls, Issued};
+use common::tls::{peer_names, tls_config, Ca, ClientTls, Issued};
 use common::*;
-
-/// A proxy whose default certificate is `default` (for `default.test`), signed by `ca`.
-fn tls_config(app: std::net::SocketAddr, dir: &TempDir, default: &Issued) -> Config {
-    let mut config = config_for(app);
-    let (cert, key) = default.write(dir.path(), "default");
-    config.tls.cert_file = Some(cert);
-    config.tls.key_file = Some(key);
-    config.tls.mode = TlsMode::Auto;
-    config
-}
 
 /// The test app, a directory, a CA, and a configuration whose default certificate (for
 /// `default.test`) that CA signed.
@@ -126,19 +116,20 @@ async fn alpn_chooses_the_protocol_and_cleartext_still_passes_in_auto() {
     let access: Vec<&str> = text.lines().filter(|l| l.contains(" access:")).collect();
     assert_eq!(access.len(), 4, "{text}");
     assert!(
-        access[0].contains("tls=\"TLSv1_3\"")
-            && access[0].contains("sni=\"default.test\"")
-            && access[0].contains("alpn=\"http/1.1\""),
+        access[0].contains("tls.protocol.version=\"TLSv1_3\"")
+            && access[0].contains("tls.server.name=\"default.test\"")
+            && access[0].contains("tls.next_protocol=\"http/1.1\""),
         "{}",
         access[0]
     );
     assert!(
-        access[1].contains("protocol=\"h2\"") && access[1].contains("alpn=\"h2\""),
+        access[1].contains("network.protocol.version=\"2\"")
+            && access[1].contains("tls.next_protocol=\"h2\""),
         "{}",
         access[1]
     );
     assert!(
-        !access[3].contains("tls="),
+        !access[3].contains(" tls."),
         "cleartext has no TLS fields: {}",
         access[3]
     );

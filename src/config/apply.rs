@@ -12,8 +12,8 @@ use super::{
 #[cfg(doc)]
 use crate::config::settings::SETTINGS;
 use crate::config::settings::{
-    default_of, parse_cidrs, parse_duration, parse_endpoint_header, parse_endpoints,
-    parse_protocols, parse_size,
+    default_of, parse_app_header, parse_cidrs, parse_duration, parse_endpoint_header,
+    parse_endpoints, parse_protocols, parse_size,
 };
 
 /// The raw variables as `envy` collects them; all strings, parsed below.
@@ -49,6 +49,8 @@ pub(super) struct RawEnv {
     pub(super) tcp_keepalive: Option<String>,
     pub(super) vpc_endpoint_header: Option<String>,
     pub(super) allowed_vpc_endpoints: Option<String>,
+    pub(super) request_id_header: Option<String>,
+    pub(super) amzn_trace_id: Option<String>,
     pub(super) tls_mode: Option<String>,
     pub(super) tls_cert_file: Option<String>,
     pub(super) tls_key_file: Option<String>,
@@ -200,6 +202,12 @@ impl Config {
                 "comma-separated VPC endpoint ids such as vpce-0123456789abcdef0, or any";
             invalid(name, expected, v.clone())
         })?;
+        let (name, v) = value("REQUEST_ID_HEADER", raw.request_id_header);
+        self.request_id_header = parse_app_header(&v).ok_or_else(|| {
+            let expected = "a header name such as X-Request-Id that the proxy does not otherwise set, or empty (off)";
+            invalid(name, expected, v.clone())
+        })?;
+        self.amzn_trace_id = boolean(value("AMZN_TRACE_ID", raw.amzn_trace_id))?;
         self.tls = RawTls {
             mode: raw.tls_mode,
             cert_file: raw.tls_cert_file,

@@ -139,6 +139,10 @@ pub struct Config {
     pub vpc_endpoint_header: Option<http::HeaderName>,
     /// `ALLOWED_VPC_ENDPOINTS`: endpoint ids a connection must come through; empty allows all.
     pub allowed_vpc_endpoints: Vec<String>,
+    /// `REQUEST_ID_HEADER`: the header carrying each request's id; `None` is off.
+    pub request_id_header: Option<http::HeaderName>,
+    /// `AMZN_TRACE_ID`: the app gets an `X-Amzn-Trace-Id`.
+    pub amzn_trace_id: bool,
     /// The `TLS_*` settings and `CLIENT_CERT_HEADER`.
     pub tls: TlsSettings,
 }
@@ -210,6 +214,8 @@ impl Config {
             tcp_keepalive: None,
             vpc_endpoint_header: None,
             allowed_vpc_endpoints: Vec::new(),
+            request_id_header: None,
+            amzn_trace_id: false,
             tls: TlsSettings::off(),
         };
         c.apply(RawEnv::default())
@@ -229,7 +235,13 @@ impl Config {
         // Empty values count as unset, as they do for most container tooling, except where
         // empty is documented to mean "off".
         let vars = vars.into_iter().filter_map(|(k, v)| match v.trim() {
-            "" if k == "VPC_ENDPOINT_HEADER" || k == "CLIENT_CERT_HEADER" => {
+            "" if [
+                "VPC_ENDPOINT_HEADER",
+                "CLIENT_CERT_HEADER",
+                "REQUEST_ID_HEADER",
+            ]
+            .contains(&k.as_str()) =>
+            {
                 Some((k, "off".to_owned()))
             }
             "" => None,

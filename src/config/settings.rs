@@ -72,6 +72,8 @@ pub const SETTINGS: &[Setting] = &[
     Setting { name: "TCP_KEEPALIVE", default: "60s", meaning: "idle time before TCP keepalive probes on client and app sockets; a dead peer is dropped after about twice this (0 = off)" },
     Setting { name: "VPC_ENDPOINT_HEADER", default: "X-Amzn-Vpce-Id", meaning: "header that carries the PrivateLink endpoint id from the PROXY v2 header to the app (empty = not sent)" },
     Setting { name: "ALLOWED_VPC_ENDPOINTS", default: "any", meaning: "comma-separated VPC endpoint ids; connections through any other endpoint, or none, are refused" },
+    Setting { name: "REQUEST_ID_HEADER", default: "X-Request-Id", meaning: "header carrying each request's id to the app and back to the client: the client's when printable and at most 128 bytes, otherwise 32 random hex digits (empty = off)" },
+    Setting { name: "AMZN_TRACE_ID", default: "true", meaning: "`true` gives the app an X-Amzn-Trace-Id as an ALB does (Root=1-<time>-<random>), keeping a caller's valid one" },
     Setting { name: "LOG_FORMAT", default: "text", meaning: "`text` or `json` (one object per line)" },
     Setting { name: "LOG_HEALTH_CHECKS", default: "false", meaning: "`true` writes access lines for `/ping` too (they are always counted in metrics)" },
     Setting { name: "RUST_LOG", default: "info", meaning: "log level or filter (`warn`, `debug`, `elb_ws_proxy=debug`)" },

@@ -17,7 +17,8 @@ use crate::config::Port;
 use crate::http::body::Body;
 use crate::http::clocks::Phase;
 use crate::http::forwarding::Forwarding;
-use crate::http::rules::RequestRules;
+use crate::http::rules::{Ids, RequestRules};
+use crate::telemetry::request::Pending;
 use crate::upstream::Driver;
 
 /// Two upgrades waiting to be joined once hyper has handed both sockets back.
@@ -44,8 +45,9 @@ pub(crate) struct ConnCtx {
     pub(crate) bytes_written: AtomicU64,
     /// Both halves of an accepted upgrade, joined once hyper lets go of the client socket.
     upgrade: Mutex<Option<PendingUpgrade>>,
-    /// The rules the head gate decided, one per head given to hyper, in order; `None` for `/ping`.
-    rules: Mutex<VecDeque<Option<RequestRules>>>,
+    /// The rules the head gate decided, one per head given to hyper, in order (`None` for
+    /// `/ping`), with the head's ids.
+    rules: Mutex<VecDeque<(Option<RequestRules>, Ids)>>,
     /// The upstream connection this client connection is using; polled by its task.
     pub(crate) upstream: Driver,
 }
@@ -130,29 +132,36 @@ impl ConnCtx {
         self.upgrade.lock().ok()?.take()
     }
 
-    /// The gate passed a head to hyper with these rules; `None` for a `/ping`, which no rules
-    /// judge.
-    pub(crate) fn push_rules(&self, rules: Option<RequestRules>) {
+    /// The gate passed a head to hyper with these rules (`None` for a `/ping`, which no rules
+    /// judge) and ids.
+    pub(crate) fn push_rules(&self, rules: Option<RequestRules>, ids: Ids) {
         if let Ok(mut q) = self.rules.lock() {
-            q.push_back(rules);
+            q.push_back((rules, ids));
         }
     }
 
-    /// The rules of the request hyper is handing to the service now; `None` for a `/ping`.
-    pub(crate) fn next_rules(&self) -> Option<RequestRules> {
-        self.rules.lock().ok()?.pop_front().flatten()
+    /// The rules (`None` for a `/ping`) and ids of the request hyper is handing to the
+    /// service now.
+    pub(crate) fn next_rules(&self) -> (Option<RequestRules>, Ids) {
+        let next = self.rules.lock().ok().and_then(|mut q| q.pop_front());
+        next.unwrap_or_default()
     }
 }
 
 /// A response body that tells the connection when the response is done (sent or dropped),
-/// which is when the keep-alive clock starts.
+/// which is when the keep-alive clock starts and the access line is written.
 pub(crate) struct Tracked {
     pub(crate) inner: Body,
     pub(crate) ctx: Arc<ConnCtx>,
+    /// The request's access line, counting the body as it goes.
+    pub(crate) pending: Option<Pending>,
 }
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        if let Some(pending) = &self.pending {
+            pending.finish(&self.ctx.forwarding);
+        }
         self.ctx.request_finished();
     }
 }
@@ -165,7 +174,12 @@ impl HttpBody for Tracked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(f))), Some(pending)) = (&frame, &mut this.pending) {
+            pending.sent(f.data_ref().map_or(0, Bytes::len));
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

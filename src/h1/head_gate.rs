@@ -134,12 +134,7 @@ impl<S> HeadGate<S> {
                 Gate::Head => {
                     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     let limits = &self.limits;
-                    match request_head::read(
-                        unjudged,
-                        &mut headers,
-                        limits.max_header_bytes,
-                        &limits.upgrades,
-                    ) {
+                    match request_head::read(unjudged, &mut headers, limits) {
                         Head::Partial => return,
                         Head::Refused(refused) => {
                             let from = &self.ctx.forwarding;
@@ -160,7 +155,7 @@ impl<S> HeadGate<S> {
                                 },
                                 None => Gate::Head,
                             };
-                            self.ctx.push_rules(parsed.rules);
+                            self.ctx.push_rules(parsed.rules, parsed.ids);
                         }
                     }
                 }

@@ -8,7 +8,7 @@ use http::StatusCode;
 
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
-use crate::http::rules::{self, Refusal, RequestRules};
+use crate::http::rules::{self, HeadLimits, Ids, Refusal, RequestRules};
 use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
 
@@ -18,6 +18,8 @@ pub(crate) struct Refused {
     pub(crate) refusal: Refusal,
     /// It was a `HEAD`: the answer has no body.
     pub(crate) to_head: bool,
+    /// The request's ids; the answer carries its request id.
+    pub(crate) ids: Ids,
 }
 
 /// What the start of a buffer holds.
@@ -40,16 +42,18 @@ pub(crate) struct Parsed<'b> {
     pub(crate) http11: bool,
     /// What the rules decided; `None` for `/ping`, which the proxy answers itself.
     pub(crate) rules: Option<RequestRules>,
+    /// Its ids, `/ping`'s too.
+    pub(crate) ids: Ids,
 }
 
 /// Reads the head at the start of `buf` into `headers` and applies the rules. Heads over
-/// `limit` bytes or [`MAX_HEADERS`] lines get `431`.
+/// `MAX_HEADER_BYTES` or [`MAX_HEADERS`](rules::MAX_HEADERS) lines get `431`.
 pub(crate) fn read<'b>(
     buf: &'b [u8],
     headers: &mut [httparse::Header<'b>],
-    limit: usize,
-    upgrades: &[String],
+    limits: &HeadLimits,
 ) -> Head<'b> {
+    let limit = limits.max_header_bytes;
     const TOO_LARGE: Refusal = Refusal {
         status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         reason: "request head too large",
@@ -62,6 +66,7 @@ pub(crate) fn read<'b>(
             return Head::Refused(Refused {
                 refusal: TOO_LARGE,
                 to_head: false,
+                ids: limits.ids.fresh(),
             })
         }
         Err(_) => {
@@ -72,6 +77,7 @@ pub(crate) fn read<'b>(
             return Head::Refused(Refused {
                 refusal: malformed,
                 to_head: false,
+                ids: limits.ids.fresh(),
             });
         }
     };
@@ -79,22 +85,25 @@ pub(crate) fn read<'b>(
         return Head::Partial;
     };
     let head = method == "HEAD";
+    let fields = || req.headers.iter().map(|h| (h.name, h.value));
+    let ids = limits.ids.judge(fields());
     if let Err(refusal) = rules::check_target(method, target) {
         return Head::Refused(Refused {
             refusal,
             to_head: head,
+            ids,
         });
     }
-    let fields = req.headers.iter().map(|h| (h.name, h.value));
     let rules = if rules::is_ping(method, target) {
         None
     } else {
-        match rules::check_request(method, target, version == 1, fields, upgrades) {
+        match rules::check_request(method, target, version == 1, fields(), &limits.upgrades) {
             Ok(rules) => Some(rules),
             Err(refusal) => {
                 return Head::Refused(Refused {
                     refusal,
                     to_head: head,
+                    ids,
                 })
             }
         }
@@ -106,17 +115,22 @@ pub(crate) fn read<'b>(
         target,
         http11: version == 1,
         rules,
+        ids,
     })
 }
 
 /// Logs a refused request, counts it by its status, and returns the answer the client gets,
 /// which closes the connection (`head`: it was a `HEAD`, so no body).
 pub(crate) fn refuse(from: &Forwarding, metrics: &Metrics, refused: Refused) -> Vec<u8> {
-    let Refused { refusal, to_head } = refused;
+    let Refused {
+        refusal,
+        to_head,
+        ids,
+    } = refused;
     metrics.request(Protocol::Http1, refusal.status, None);
     log_refusal(from, &refusal);
     let text = format!("{}\n", refusal.reason);
-    answer_bytes(refusal.status, &text, to_head, true)
+    answer_bytes(refusal.status, &text, to_head, true, &ids)
 }
 
 /// The warning every refused request gets, whichever protocol it came in.
@@ -124,12 +138,21 @@ pub(crate) fn log_refusal(from: &Forwarding, refusal: &Refusal) {
     tracing::warn!(client = %from.client, status = refusal.status.as_u16(), reason = refusal.reason, "request refused");
 }
 
-/// An answer of the proxy's own as bytes on the wire: a short text, closing the connection
-/// when `close`. A `HEAD` gets the same head and no body.
-pub(crate) fn answer_bytes(status: StatusCode, text: &str, head: bool, close: bool) -> Vec<u8> {
+/// An answer of the proxy's own as bytes on the wire: a short text with the request's id,
+/// closing the connection when `close`. A `HEAD` gets the same head and no body.
+pub(crate) fn answer_bytes(
+    status: StatusCode,
+    text: &str,
+    head: bool,
+    close: bool,
+    ids: &Ids,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(160 + text.len());
     let mut h = HeadWriter::response(&mut out, status, None);
     h.field(b"content-type", b"text/plain; charset=utf-8");
+    if let Some((name, value)) = ids.to_client() {
+        h.field(name.as_str().as_bytes(), value.as_bytes());
+    }
     if close {
         h.field(b"connection", b"close");
     }

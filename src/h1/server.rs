@@ -24,8 +24,9 @@ use crate::conn::shared::Shared;
 use crate::conn::shutdown::Watch;
 use crate::conn::state::{ConnCtx, PendingUpgrade, Tracked};
 use crate::h1::head_gate::HeadGate;
-use crate::http::body;
+use crate::http::body::{self, BodyBytes};
 use crate::http::clocks::{Clocks, Expiry};
+use crate::http::rules::{BodyLength, Ids};
 use crate::http::{health, redirect, rules, Protocol};
 use crate::proxy::h2c;
 use crate::proxy::hyper_client::{self, Route};
@@ -94,7 +95,8 @@ where
     ended.map(|()| ctx.take_upgrade())
 }
 
-/// Routes one request hyper read: health check, redirect, upgrade or forward; then records it.
+/// Routes one request hyper read: health check, redirect, upgrade or forward; then counts it,
+/// gives the client its request id, and leaves its access line to the end of its body.
 async fn handle(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
@@ -102,10 +104,15 @@ async fn handle(
 ) -> Result<Response<Tracked>, Infallible> {
     ctx.request_started();
     // What the head gate decided for this request, in the order hyper reads them.
-    let judged = ctx.next_rules();
+    let (judged, ids) = ctx.next_rules();
     let started = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
+    let header = |name| req.headers().get(name).cloned();
+    let (host, user_agent) = (header(header::HOST), header(header::USER_AGENT));
+    let received = (judged.as_ref())
+        .filter(|r| r.body != BodyLength::None)
+        .map(|_| BodyBytes::default());
     let mut upstream = false;
     let resp = if rules::is_ping(method.as_str(), uri.path()) {
         health::answer(shared.drain.ping_fails())
@@ -120,7 +127,12 @@ async fn handle(
         redirect::answer(&req)
     } else if let Some(rules) = judged {
         upstream = true;
-        forward(&shared, &ctx, &rules, req).await
+        let asked = Asked {
+            rules: &rules,
+            ids: &ids,
+            received: received.as_ref(),
+        };
+        forward(&shared, &ctx, asked, req).await
     } else {
         // Cannot happen: every head hyper reads passed the gate first.
         tracing::error!(client = %ctx.forwarding.client, "a request reached hyper without the head gate's rules");
@@ -128,36 +140,66 @@ async fn handle(
     };
     // From SIGTERM on, each response ends its connection and says so (the lean path does the
     // same): the client's next request goes to another target, never into a closing socket.
-    let resp = if shared.drain.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+    let mut resp = if shared.drain.is_draining() && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
         hyper_client::closing(resp)
     } else {
         resp
     };
-    Answered {
+    if let Some((name, value)) = ids.to_client() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    fn text(v: &Option<header::HeaderValue>) -> Option<&str> {
+        v.as_ref().and_then(|v| v.to_str().ok())
+    }
+    let pending = Answered {
         from: &ctx.forwarding,
         protocol: Protocol::Http1,
         method: method.as_str(),
         path: uri.path(),
+        host: text(&host),
+        user_agent: text(&user_agent),
+        ids: &ids,
         status: resp.status(),
         elapsed: started.elapsed(),
         upstream,
     }
-    .record(&shared.metrics, shared.config.log_health_checks);
-    Ok(resp.map(|inner| Tracked { inner, ctx }))
+    .pending(
+        &shared.metrics,
+        shared.config.log_health_checks,
+        started,
+        received,
+    );
+    Ok(resp.map(|inner| Tracked {
+        inner,
+        ctx,
+        pending,
+    }))
+}
+
+/// What the head gate decided about a request hyper forwards.
+struct Asked<'a> {
+    rules: &'a rules::RequestRules,
+    ids: &'a Ids,
+    /// Counts its body, when it has one.
+    received: Option<&'a BodyBytes>,
 }
 
 /// Sends a judged request to the app as `DESTINATION_PROTOCOL` says.
 fn forward<'a>(
     shared: &'a Shared,
     ctx: &'a ConnCtx,
-    rules: &'a rules::RequestRules,
+    asked: Asked<'a>,
     req: Request<Incoming>,
 ) -> impl Future<Output = Response<body::Body>> + 'a {
+    let rules = asked.rules;
     let route = Route {
         upstream: &shared.upstream,
         metrics: &shared.metrics,
         config: &shared.config,
         ctx,
+        ids: asked.ids,
+        received: asked.received,
     };
     async move {
         if shared.config.destination_protocol == DestinationProtocol::H2c {

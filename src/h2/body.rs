@@ -17,6 +17,7 @@ use crate::conn::state::ConnCtx;
 use crate::http::body::Body;
 use crate::http::rules;
 use crate::proxy::h2_to_h1::AppBody;
+use crate::telemetry::request::Pending;
 
 /// A stream's response body: counted while open, and driving the stream's upstream link when
 /// it came from the app over HTTP/1.1; the link goes back to the pool when the body is done.
@@ -32,6 +33,8 @@ pub(crate) struct StreamBody {
     stalls: Arc<Stalls>,
     /// Whether this body's last piece is among them.
     handed: bool,
+    /// The stream's access line, counting the body as it goes.
+    pending: Option<Pending>,
 }
 
 impl StreamBody {
@@ -46,12 +49,14 @@ impl StreamBody {
             shared,
             stalls,
             handed: false,
+            pending: None,
         }
     }
 
-    /// Gives the stream its answer's body.
-    pub(crate) fn set(&mut self, body: Either<Body, AppBody>) {
+    /// Gives the stream its answer's body, and the access line written when it ends.
+    pub(crate) fn set(&mut self, body: Either<Body, AppBody>, pending: Option<Pending>) {
         self.body = body;
+        self.pending = pending;
     }
 }
 
@@ -62,6 +67,9 @@ impl Drop for StreamBody {
         }
         if self.handed {
             self.stalls.forget();
+        }
+        if let Some(pending) = &self.pending {
+            pending.finish(&self.ctx.forwarding);
         }
         self.shared.metrics.h2_stream(-1);
         self.ctx.request_finished();
@@ -86,6 +94,9 @@ impl HttpBody for StreamBody {
             sctx.upstream.poll(cx, &this.shared.upstream, true);
         }
         let mut frame = ready!(Pin::new(&mut this.body).poll_frame(cx));
+        if let (Some(Ok(f)), Some(pending)) = (&frame, &mut this.pending) {
+            pending.sent(f.data_ref().map_or(0, Bytes::len));
+        }
         match frame.as_mut().and_then(|f| f.as_mut().ok()) {
             // The last piece of a body is not counted: the stream ends with it.
             Some(f)

@@ -21,11 +21,11 @@ use crate::conn::state::ConnCtx;
 use crate::h1::request_head::log_refusal;
 use crate::h2::body::StreamBody;
 use crate::h2::websocket;
-use crate::http::body::{self, Body};
+use crate::http::body::{self, Body, BodyBytes};
 use crate::http::health;
 use crate::http::redirect;
 use crate::http::rules;
-use crate::http::rules::BodyLength;
+use crate::http::rules::{BodyLength, Ids};
 use crate::http::Protocol;
 use crate::proxy::h2_to_h1;
 use crate::proxy::h2_to_h1::AppBody;
@@ -33,7 +33,8 @@ use crate::proxy::h2c;
 use crate::proxy::hyper_client::{self, Route};
 use crate::telemetry::request::Answered;
 
-/// Serves one stream: `/ping`, the plain port's redirect, or the app; then its access line.
+/// Serves one stream: `/ping`, the plain port's redirect, or the app; then counts it, gives
+/// the client its request id, and leaves its access line to the end of its body.
 pub(crate) async fn stream(
     shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
@@ -44,6 +45,15 @@ pub(crate) async fn stream(
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    let ids = shared.limits.ids.judge(fields);
+    let host = (req.uri().authority().map(|a| a.as_str().to_owned()))
+        .or_else(|| text(req.headers().get(header::HOST)).map(str::to_owned));
+    let user_agent = text(req.headers().get(header::USER_AGENT)).map(str::to_owned);
+    let received = (!req.body().is_end_stream()).then(BodyBytes::default);
     let ping = rules::is_ping(method.as_str(), &path);
     let mut upstream = false;
     let resp = if ping {
@@ -52,27 +62,44 @@ pub(crate) async fn stream(
         redirect::answer(&req).map(Either::Left)
     } else {
         upstream = true;
-        to_app(&shared, &ctx, req, &mut out.driven).await
+        let asked = (&ids, received.as_ref());
+        to_app(&shared, &ctx, req, asked, &mut out.driven).await
     };
     // The app's answers on the body-less path were built for HTTP/2 (`h2_to_h1::client_head`).
-    let resp = match resp.body() {
+    let mut resp = match resp.body() {
         Either::Left(_) => for_h2(resp),
         Either::Right(_) => resp,
     };
-    Answered {
+    if let Some((name, value)) = ids.to_client() {
+        resp.headers_mut().insert(name.clone(), value.clone());
+    }
+    let pending = Answered {
         from: &ctx.forwarding,
         protocol: Protocol::H2,
         method: method.as_str(),
         path: &path,
+        host: host.as_deref(),
+        user_agent: user_agent.as_deref(),
+        ids: &ids,
         status: resp.status(),
         elapsed: started.elapsed(),
         upstream,
     }
-    .record(&shared.metrics, shared.config.log_health_checks);
+    .pending(
+        &shared.metrics,
+        shared.config.log_health_checks,
+        started,
+        received,
+    );
     Ok(resp.map(|body| {
-        out.set(body);
+        out.set(body, pending);
         out
     }))
+}
+
+/// A header's value as text, when it is.
+fn text(value: Option<&HeaderValue>) -> Option<&str> {
+    value.and_then(|v| v.to_str().ok())
 }
 
 /// Checks the stream by the rules and forwards it as `DESTINATION_PROTOCOL` says.
@@ -80,6 +107,7 @@ async fn to_app(
     shared: &Arc<Shared>,
     ctx: &Arc<ConnCtx>,
     mut req: Request<Incoming>,
+    (ids, received): (&Ids, Option<&BodyBytes>),
     driven: &mut Option<Arc<ConnCtx>>,
 ) -> Response<Either<Body, AppBody>> {
     let config = &shared.config;
@@ -106,7 +134,8 @@ async fn to_app(
     let (rules, authority) = (&checked.rules, checked.authority.as_str());
     let http1 = config.destination_protocol == DestinationProtocol::Http1;
     if http1 && rules.upgrade.is_none() && rules.body == BodyLength::None {
-        return match h2_to_h1::forward(shared, &ctx.forwarding, rules, authority, &req).await {
+        let from = (&ctx.forwarding, ids);
+        return match h2_to_h1::forward(shared, from, rules, authority, &req).await {
             Ok(resp) => resp.map(Either::Right),
             Err(answer) => answer.map(Either::Left),
         };
@@ -121,6 +150,8 @@ async fn to_app(
         metrics: &shared.metrics,
         config,
         ctx: &sctx,
+        ids,
+        received,
     };
     if rules.upgrade.is_some() {
         let resp = Box::pin(websocket::forward(

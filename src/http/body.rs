@@ -3,6 +3,8 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -38,11 +40,31 @@ fn with_type(status: StatusCode, body: &'static str, content_type: &'static str)
     resp
 }
 
+/// A request body's bytes, counted as they go to the app and read by the access line when
+/// the response ends. Shared, since the body goes to the app's connection task.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyBytes(Arc<AtomicU64>);
+
+impl BodyBytes {
+    /// Counts `frame` if it is data.
+    pub(crate) fn add(&self, frame: &Frame<Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            self.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The client's body on its way to the app: its first frame was read before the request was
 /// sent, so a body malformed from its first byte is answered `400` without reaching the app.
 pub(crate) struct RequestBody {
     pub(crate) first: Option<Frame<Bytes>>,
     pub(crate) rest: Limited<Incoming>,
+    /// Where its bytes are counted for the access line.
+    pub(crate) counted: Option<BodyBytes>,
 }
 
 impl HttpBody for RequestBody {
@@ -54,10 +76,14 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        match this.first.take() {
+        let frame = match this.first.take() {
             Some(frame) => Poll::Ready(Some(Ok(frame))),
             None => Pin::new(&mut this.rest).poll_frame(cx),
+        };
+        if let (Poll::Ready(Some(Ok(f))), Some(counted)) = (&frame, &this.counted) {
+            counted.add(f);
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -10,6 +10,8 @@ use http::{HeaderName, HeaderValue};
 pub struct Forwarding {
     /// The client's address from the PROXY header (or the socket's peer).
     pub(crate) client: SocketAddr,
+    /// The socket's peer: the balancer's own address, when the client came through one.
+    pub(crate) peer: Option<SocketAddr>,
     /// `X-Forwarded-For`: the client's IP, formatted once.
     pub(crate) for_value: HeaderValue,
     /// `X-Forwarded-Port`: the port the client reached on the balancer, when known.
@@ -67,6 +69,7 @@ impl Forwarding {
             .expect("an IP address is a valid header value");
         Forwarding {
             client,
+            peer: None,
             for_value,
             port: port.map(HeaderValue::from),
             vpce_header,
@@ -75,6 +78,12 @@ impl Forwarding {
             client_cert_header: None,
             tls: None,
         }
+    }
+
+    /// With the socket's peer, which the access line names.
+    pub(crate) fn with_peer(mut self, peer: SocketAddr) -> Self {
+        self.peer = Some(peer);
+        self
     }
 
     /// With `CLIENT_CERT_HEADER` and what the TLS handshake settled, if the proxy ended TLS.

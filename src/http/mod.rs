@@ -32,4 +32,13 @@ impl Protocol {
             Protocol::Tunnel => "tunnel",
         }
     }
+
+    /// The HTTP version, as OpenTelemetry's `network.protocol.version` writes it; a tunnel's
+    /// is the HTTP/1.1 of its handshake.
+    pub(crate) fn version(self) -> &'static str {
+        match self {
+            Protocol::Http1 | Protocol::Tunnel => "1.1",
+            Protocol::H2 => "2",
+        }
+    }
 }

@@ -22,7 +22,7 @@ use crate::http::chunked::Chunked;
 use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
-use crate::http::rules::{self, Framing, RequestRules};
+use crate::http::rules::{self, Framing, Ids, RequestRules};
 use crate::proxy::failure;
 use crate::upstream::exchange::{self, Judged};
 
@@ -32,13 +32,13 @@ const READ_ROOM: usize = 16 * 1024;
 /// Forwards a bodiless stream; every failure becomes the answer every path gives for it.
 pub(crate) async fn forward<B>(
     shared: &Arc<Shared>,
-    from: &Forwarding,
+    (from, ids): (&Forwarding, &Ids),
     rules: &RequestRules,
     authority: &str,
     req: &Request<B>,
 ) -> Result<Response<AppBody>, Response<Body>> {
     let mut head = Vec::with_capacity(512);
-    write_head(req, rules, authority, from, &mut head);
+    write_head(req, rules, authority, (from, ids), &mut head);
     let up = &shared.upstream;
     let mut ubuf = BytesMut::with_capacity(READ_ROOM);
     let exchange = exchange::exchange(up, &head, rules, &mut ubuf, client_head);
@@ -80,7 +80,7 @@ fn write_head<B>(
     req: &Request<B>,
     rules: &RequestRules,
     authority: &str,
-    from: &Forwarding,
+    (from, ids): (&Forwarding, &Ids),
     out: &mut Vec<u8>,
 ) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -98,11 +98,11 @@ fn write_head<B>(
     }
     for (name, value) in fields() {
         let replaced = name == "host" || (cookies.is_some() && name == "cookie");
-        if !replaced && rules.forwards(name, from) {
+        if !replaced && rules.forwards(name, from, ids) {
             field(name.as_bytes(), value);
         }
     }
-    for (name, value) in from.headers() {
+    for (name, value) in rules::proxy_headers(from, ids) {
         field(name.as_str().as_bytes(), value.as_bytes());
     }
     for (name, value) in rules.hop_headers() {

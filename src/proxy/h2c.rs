@@ -46,6 +46,13 @@ pub(crate) async fn forward(
         copy
     });
     let limited = Limited::new(incoming, usize::try_from(limit).unwrap_or(usize::MAX));
+    let counted = route.received.cloned();
+    let limited = limited.map_frame(move |frame| {
+        if let Some(counted) = &counted {
+            counted.add(&frame);
+        }
+        frame
+    });
     let req = Request::from_parts(parts, limited.boxed() as H2Body);
     let sent = h2.send(route.upstream, req, again);
     match tokio::time::timeout(route.upstream.response_timeout, sent).await {
@@ -141,9 +148,9 @@ fn prepare_head(
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     keep_only(&mut parts.headers, |name| {
-        rules.forwards(name, from) && !name.eq_ignore_ascii_case("host")
+        rules.forwards(name, from, route.ids) && !name.eq_ignore_ascii_case("host")
     });
-    for (name, value) in from.headers() {
+    for (name, value) in rules::proxy_headers(from, route.ids) {
         parts.headers.insert(name.clone(), value.clone());
     }
     if trailers {

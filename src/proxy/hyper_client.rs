@@ -17,10 +17,9 @@ use hyper::body::{Body as HttpBody, Incoming};
 
 use crate::config::Config;
 use crate::conn::state::{ConnCtx, PendingUpgrade};
-use crate::http::body::{self, Body, RequestBody};
+use crate::http::body::{self, Body, BodyBytes, RequestBody};
 use crate::http::error::{caused_by, causes, ErrorChain, UpstreamError, NO_RESPONSE_HEADERS};
-use crate::http::forwarding::Forwarding;
-use crate::http::rules::{self, BodyLength, RequestRules, ResponseKind};
+use crate::http::rules::{self, BodyLength, Ids, RequestRules, ResponseKind};
 use crate::proxy::failure;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::{Driver, Upstream};
@@ -31,6 +30,10 @@ pub(crate) struct Route<'a> {
     pub(crate) metrics: &'a Metrics,
     pub(crate) config: &'a Config,
     pub(crate) ctx: &'a ConnCtx,
+    /// The request's ids, written to the app with the forwarding headers.
+    pub(crate) ids: &'a Ids,
+    /// Where the request body's bytes are counted for the access line; `None` without a body.
+    pub(crate) received: Option<&'a BodyBytes>,
 }
 
 impl Route<'_> {
@@ -64,7 +67,7 @@ pub(crate) async fn forward(
     if matches!(rules.body, BodyLength::Length(n) if n > limit) {
         return too_large(client, limit);
     }
-    prepare_head(&mut parts, &route.ctx.forwarding, rules);
+    prepare_head(&mut parts, &route, rules);
     let mut rest = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let first = if rest.is_end_stream() {
         None
@@ -82,7 +85,15 @@ pub(crate) async fn forward(
             Ok(Some(Err(e))) => return bad_body(client, limit, &*e),
         }
     };
-    let req = Request::from_parts(parts, RequestBody { first, rest });
+    let counted = route.received.cloned();
+    let req = Request::from_parts(
+        parts,
+        RequestBody {
+            first,
+            rest,
+            counted,
+        },
+    );
     let up = route.upstream;
     let sent = send(up, &route.ctx.upstream, req, rules.idempotent);
     match tokio::time::timeout(up.response_timeout, sent).await {
@@ -145,10 +156,11 @@ async fn send(
 
 /// The head the app gets: the client's, less what the rules drop, plus the forwarding headers
 /// and the proxy's own framing and upgrade headers; an absolute-form target becomes origin-form.
-fn prepare_head(parts: &mut request::Parts, from: &Forwarding, rules: &RequestRules) {
+fn prepare_head(parts: &mut request::Parts, route: &Route<'_>, rules: &RequestRules) {
+    let (from, ids) = (&route.ctx.forwarding, route.ids);
     let headers = &mut parts.headers;
-    keep_only(headers, |name| rules.forwards(name, from));
-    for (name, value) in from.headers() {
+    keep_only(headers, |name| rules.forwards(name, from, ids));
+    for (name, value) in rules::proxy_headers(from, ids) {
         headers.insert(name.clone(), value.clone());
     }
     for (name, value) in rules.hop_headers() {
@@ -203,7 +215,7 @@ pub(crate) async fn forward_upgrade(
 ) -> Response<Body> {
     let on_client = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
-    prepare_head(&mut parts, &route.ctx.forwarding, rules);
+    prepare_head(&mut parts, &route, rules);
     let up = route.upstream;
     let stream = match up.connect().await {
         Ok(s) => s,

@@ -51,7 +51,8 @@ pub(crate) async fn serve(
         origin.destination_port,
         shared.config.vpc_endpoint_header.clone(),
         origin.vpce.as_deref(),
-    );
+    )
+    .with_peer(peer);
     let mut clocks = Clocks::new(&shared.config);
     let mut buf = BytesMut::from(origin.leftover);
     // A connection without a PROXY header is a health check: cleartext HTTP/1.1 `/ping` only.

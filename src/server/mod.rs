@@ -22,7 +22,7 @@ use crate::accept::tls::Terminator;
 use crate::config::Config;
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Drain;
-use crate::http::rules::HeadLimits;
+use crate::http::rules::{HeadLimits, IdRules};
 use crate::telemetry::exhaustion::Exhaustion;
 use crate::telemetry::metrics;
 use crate::upstream::h2c::H2Upstream;
@@ -124,6 +124,10 @@ impl Proxy {
         let limits = Arc::new(HeadLimits {
             max_header_bytes: config.max_header_bytes,
             upgrades: config.upgrade_protocols.clone(),
+            ids: IdRules {
+                request_id: config.request_id_header.clone(),
+                amzn_trace: config.amzn_trace_id,
+            },
         });
         let shared = Shared {
             limiter: Arc::new(Semaphore::new(config.max_connections)),

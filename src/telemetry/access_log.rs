@@ -16,44 +16,95 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
+use http::StatusCode;
+
 use crate::http::forwarding::Forwarding;
+use crate::http::rules::Ids;
 use crate::http::Protocol;
 use crate::telemetry::log_time;
 
 /// The target of access events, which [`Lines`] formats itself.
 const TARGET: &str = "access";
 
-/// Logs one request: the client, the protocol it came in on, what it asked for, the status it
-/// got and how long the app took (microsecond precision); the VPC endpoint id only when the
-/// client came through one; the TLS version, cipher, SNI, ALPN protocol and client
-/// certificate subject only when the proxy ended TLS itself.
-pub(crate) fn record(
-    from: &Forwarding,
-    protocol: Protocol,
-    method: &str,
-    path: &str,
-    status: http::StatusCode,
-    upstream: Option<Duration>,
-) {
-    // Absent when the app was not asked (`/ping`, a redirect, a refusal), rather than 0.
-    let upstream_ms = upstream.map(|d| d.as_micros() as f64 / 1000.0);
+/// One answered request, as its access line and its metrics see it.
+pub(crate) struct Answered<'a> {
+    /// Who asked.
+    pub(crate) from: &'a Forwarding,
+    /// What the client speaks.
+    pub(crate) protocol: Protocol,
+    pub(crate) method: &'a str,
+    /// The target's path, without the query.
+    pub(crate) path: &'a str,
+    /// `Host`, or HTTP/2's `:authority`.
+    pub(crate) host: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+    /// The request id and trace ids.
+    pub(crate) ids: &'a Ids,
+    pub(crate) status: StatusCode,
+    /// From the request's head to the response's head.
+    pub(crate) elapsed: Duration,
+    /// The app was asked: `elapsed` is its time too.
+    pub(crate) upstream: bool,
+}
+
+/// What only the end of a response tells.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ended {
+    /// Request body bytes read from the client.
+    pub(crate) received: u64,
+    /// Response body bytes written to the client.
+    pub(crate) sent: u64,
+    /// From the request's head to the response's last byte.
+    pub(crate) total: Duration,
+}
+
+/// Logs one request under the names of the OpenTelemetry semantic conventions where they
+/// have one (README lists them): the client's address and port, the balancer's, the request,
+/// the status, the body sizes, the total and the app's time (microsecond precision; the
+/// app's absent when it was not asked), the ids, and only when there are some, the VPC
+/// endpoint and the TLS the proxy ended.
+pub(crate) fn record(a: &Answered<'_>, ended: &Ended) {
+    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+    let upstream_ms = a.upstream.then(|| ms(a.elapsed));
+    let from = a.from;
     let tls = from.tls.as_ref();
     // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
-    tracing::info!(
+    tracing::event!(
         target: TARGET,
-        client = %from.client,
-        protocol = protocol.label(),
-        method = %method,
-        path = path,
-        status = status.as_u16(),
+        tracing::Level::INFO,
+        {
+        "client.address" = %from.client.ip(),
+        "client.port" = from.client.port(),
+        "network.peer.address" = from.peer.map(|p| tracing::field::display(p.ip())),
+        "network.protocol.version" = a.protocol.version(),
+        "http.request.method" = %a.method,
+        "url.path" = a.path,
+        "server.address" = a.host.map(host_name),
+        "user_agent.original" = a.user_agent,
+        "http.response.status_code" = a.status.as_u16(),
+        "http.request.body.size" = ended.received,
+        "http.response.body.size" = ended.sent,
+        duration_ms = ms(ended.total),
         upstream_ms,
-        vpce = from.vpce(),
-        tls = tls.map(|t| t.version),
-        cipher = tls.map(|t| t.cipher),
-        sni = tls.and_then(|t| t.sni.as_deref()),
-        alpn = tls.and_then(|t| t.alpn),
-        client_cert = tls.and_then(|t| t.client.as_ref()).map(|c| c.subject.as_str()),
+        request_id = a.ids.request_id(),
+        amzn_trace_id = a.ids.amzn_root(),
+        trace_id = a.ids.trace_id(),
+        "aws.vpce.id" = from.vpce(),
+        "tls.protocol.version" = tls.map(|t| t.version),
+        "tls.cipher" = tls.map(|t| t.cipher),
+        "tls.server.name" = tls.and_then(|t| t.sni.as_deref()),
+        "tls.next_protocol" = tls.and_then(|t| t.alpn),
+        "tls.client.subject" = tls.and_then(|t| t.client.as_ref()).map(|c| c.subject.as_str()),
+        }
     );
+}
+
+/// A `Host` value without its port, and an IPv6 address without its brackets.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
 }
 
 /// An event formatter: access events written directly, everything else by `other`.
@@ -244,30 +295,89 @@ mod tests {
         }
     }
 
-    /// The requests each format is checked with: escapes, a VPC endpoint, no upstream time.
+    /// The requests each format is checked with: escapes, a VPC endpoint, no upstream time,
+    /// ids and a balancer, a Host with a port and an IPv6 one.
     fn log_requests() {
-        let plain = Forwarding::new("192.0.2.7:40000".parse().unwrap(), Some(443), None, None);
+        let plain = Forwarding::new("192.0.2.7:40000".parse().unwrap(), Some(443), None, None)
+            .with_peer("10.0.1.5:61000".parse().unwrap());
         let vpce = Some("vpce-0123456789abcdef0");
         let via = Forwarding::new("[2001:db8::1]:5".parse().unwrap(), None, None, vpce);
-        let ms = |us| Some(Duration::from_micros(us));
-        record(&plain, Protocol::Http1, "GET", "/", StatusCode::OK, ms(385));
-        record(
+        let ids = crate::http::rules::IdRules {
+            request_id: Some(http::HeaderName::from_static("x-request-id")),
+            amzn_trace: true,
+        }
+        .judge(
+            [
+                ("x-request-id", &b"req-1"[..]),
+                (
+                    "x-amzn-trace-id",
+                    b"Root=1-67891233-abcdef012345678912345678",
+                ),
+                (
+                    "traceparent",
+                    b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
+            ]
+            .into_iter(),
+        );
+        let none = Ids::default();
+        let ms = |us| Duration::from_micros(us);
+        let line = |from, protocol, method, path, status, upstream: Option<u64>, ids| {
+            let a = Answered {
+                from,
+                protocol,
+                method,
+                path,
+                host: Some("example.com:8443"),
+                user_agent: Some("curl/8.5.0"),
+                ids,
+                status,
+                elapsed: ms(upstream.unwrap_or(0)),
+                upstream: upstream.is_some(),
+            };
+            let ended = Ended {
+                received: 12,
+                sent: 3456,
+                total: ms(upstream.unwrap_or(0) + 250),
+            };
+            record(&a, &ended);
+        };
+        line(
+            &plain,
+            Protocol::Http1,
+            "GET",
+            "/",
+            StatusCode::OK,
+            Some(385),
+            &ids,
+        );
+        line(
             &plain,
             Protocol::H2,
             "POST",
             "/a\"b\\c",
             StatusCode::BAD_GATEWAY,
-            ms(60_000_001),
+            Some(60_000_001),
+            &none,
         );
-        record(
+        line(
             &via,
             Protocol::Http1,
             "GET",
             "/\u{e9}\t\u{1f}\n\u{7f}",
             StatusCode::OK,
             None,
+            &none,
         );
-        record(&via, Protocol::H2, "CONNECT", "/ws", StatusCode::OK, ms(0));
+        line(
+            &via,
+            Protocol::H2,
+            "CONNECT",
+            "/ws",
+            StatusCode::OK,
+            Some(0),
+            &none,
+        );
     }
 
     /// The lines the general formatter and [`Lines`] write for [`log_requests`], in that
@@ -320,15 +430,25 @@ mod tests {
         assert_eq!(ours, general);
         assert_eq!(
             ours[0],
-            "  INFO access: client=192.0.2.7:40000 protocol=\"http1\" method=GET path=\"/\" status=200 upstream_ms=0.385"
+            concat!(
+                "  INFO access: client.address=192.0.2.7 client.port=40000 ",
+                "network.peer.address=10.0.1.5 network.protocol.version=\"1.1\" ",
+                "http.request.method=GET url.path=\"/\" server.address=\"example.com\" ",
+                "user_agent.original=\"curl/8.5.0\" http.response.status_code=200 ",
+                "http.request.body.size=12 http.response.body.size=3456 duration_ms=0.635 ",
+                "upstream_ms=0.385 request_id=\"req-1\" ",
+                "amzn_trace_id=\"1-67891233-abcdef012345678912345678\" ",
+                "trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""
+            )
         );
         assert!(
-            ours[1].contains(r#"path="/a\"b\\c" status=502 upstream_ms=60000.001"#),
+            ours[1].contains(r#"url.path="/a\"b\\c" server.address"#)
+                && ours[1].contains(" duration_ms=60000.251 upstream_ms=60000.001"),
             "{}",
             ours[1]
         );
         assert!(
-            ours[2].ends_with(" status=200 vpce=\"vpce-0123456789abcdef0\""),
+            ours[2].ends_with(" duration_ms=0.25 aws.vpce.id=\"vpce-0123456789abcdef0\""),
             "{}",
             ours[2]
         );
@@ -340,11 +460,20 @@ mod tests {
         assert_eq!(general.len(), 4);
         assert_eq!(ours, general);
         let line: serde_json::Value = serde_json::from_str(&ours[2]).unwrap();
-        assert_eq!(line["path"], "/\u{e9}\t\u{1f}\n\u{7f}");
-        assert_eq!(line["client"], "[2001:db8::1]:5");
-        assert_eq!(line["vpce"], "vpce-0123456789abcdef0");
+        assert_eq!(line["url.path"], "/\u{e9}\t\u{1f}\n\u{7f}");
+        assert_eq!(line["client.address"], "2001:db8::1");
+        assert_eq!(line["client.port"], 5);
+        assert_eq!(line["aws.vpce.id"], "vpce-0123456789abcdef0");
+        assert_eq!(line["http.response.status_code"], 200);
+        assert_eq!(line["http.response.body.size"], 3456);
         assert!(line.get("upstream_ms").is_none(), "{line}");
+        assert!(line.get("network.peer.address").is_none(), "{line}");
+        // No bare `status`, which log pipelines read as the level.
+        assert!(line.get("status").is_none(), "{line}");
         assert_eq!(line["target"], "access");
+        let first: serde_json::Value = serde_json::from_str(&ours[0]).unwrap();
+        assert_eq!(first["request_id"], "req-1");
+        assert_eq!(first["server.address"], "example.com");
     }
 
     #[test]

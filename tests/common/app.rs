@@ -234,6 +234,13 @@ async fn app(
             }
             Ok(Response::new(full(format!("received {total}"))))
         }
+        "/sets-request-id" => {
+            // An app that sets a request id of its own: the client gets the proxy's.
+            let mut resp = Response::new(full("mine"));
+            resp.headers_mut()
+                .insert("x-request-id", "made-by-the-app".parse().unwrap());
+            Ok(resp)
+        }
         "/ws" | "/ws-refuse" | "/raw" => upgrade(&mut req, &path, guard),
         "/browser-page" => {
             let mut resp = Response::new(full(BROWSER_PAGE));

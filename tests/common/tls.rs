@@ -177,3 +177,14 @@ pub fn peer_names(tls: &TlsStream<TcpStream>) -> Vec<String> {
         })
         .collect()
 }
+
+/// A proxy configuration for `app` whose default certificate is `default` (for
+/// `default.test`), written into `dir`.
+pub fn tls_config(app: SocketAddr, dir: &super::TempDir, default: &Issued) -> elb_ws_proxy::Config {
+    let mut config = super::config_for(app);
+    let (cert, key) = default.write(dir.path(), "default");
+    config.tls.cert_file = Some(cert);
+    config.tls.key_file = Some(key);
+    config.tls.mode = elb_ws_proxy::config::TlsMode::Auto;
+    config
+}

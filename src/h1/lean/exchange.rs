@@ -14,6 +14,7 @@ use crate::http::error::{UpstreamError, NO_RESPONSE_HEADERS};
 use crate::http::head::HeadWriter;
 use crate::http::rules::Framing;
 use crate::proxy::failure;
+use crate::telemetry::request::Ended;
 use crate::upstream::exchange::{self, Judged};
 
 /// How much of a response body is read from the app at a time.
@@ -41,8 +42,15 @@ fn client_head(judged: Judged<'_>, plan: &Plan, draining: bool, out: &mut Vec<u8
     } = judged;
     let close = plan.rules.close || draining || r.framing == Framing::Close;
     let mut head = HeadWriter::response(out, status, reason);
-    for h in fields.iter().filter(|h| r.forwards(h.name)) {
+    let ids = &plan.ids;
+    for h in fields
+        .iter()
+        .filter(|h| r.forwards(h.name) && ids.forwards_response(h.name))
+    {
         head.field(h.name.as_bytes(), h.value);
+    }
+    if let Some((name, value)) = ids.to_client() {
+        head.field(name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(n) = r.content_length {
         head.content_length(n);
@@ -93,7 +101,7 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let to_head = started.elapsed();
-    let clean = relay_body(conn, &mut app, out, &reply, ubuf).await?;
+    let (clean, sent) = relay_body(conn, &mut app, out, &reply, ubuf).await?;
     if clean && reply.reusable {
         upstream.put_plain(app);
     }
@@ -101,6 +109,11 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         status: reply.status,
         close: reply.close,
         to_head,
+        ended: Ended {
+            received: 0,
+            sent,
+            total: started.elapsed(),
+        },
     })
 }
 
@@ -111,18 +124,22 @@ pub(super) struct Replied {
     pub(super) close: bool,
     /// From the request's head to the response's head.
     pub(super) to_head: std::time::Duration,
+    /// The body sizes and the total time.
+    pub(super) ended: Ended,
 }
 
-/// Sends the response head and body to the client as the body arrives. `Ok(true)` when the
-/// body ended exactly where its framing said, so the app's connection can be used again.
+/// Sends the response head and body to the client as the body arrives. `Ok` with whether the
+/// body ended exactly where its framing said, so the app's connection can be used again, and
+/// the body bytes sent (chunk framing included).
 async fn relay_body<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<'_, S>,
     app: &mut TcpStream,
     head: &[u8],
     reply: &Reply,
     ubuf: &mut BytesMut,
-) -> Result<bool, &'static str> {
+) -> Result<(bool, u64), &'static str> {
     let client_addr = client.ctx.forwarding.client;
+    let mut sent = 0;
     ubuf.advance(reply.head_len);
     let mut left = match reply.framing {
         Framing::Length(n) => n,
@@ -152,6 +169,7 @@ async fn relay_body<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(|_| "client write error")?;
         client.counts.written += (head.len() + take) as u64;
+        sent += take as u64;
         ubuf.advance(take);
         if let Some(why) = malformed {
             tracing::warn!(client = %client_addr, error = why, "malformed chunked response from the app");
@@ -159,12 +177,12 @@ async fn relay_body<S: AsyncRead + AsyncWrite + Unpin>(
         }
         if done {
             // Bytes past the end of the response mean the app and the proxy disagree on framing.
-            return Ok(ubuf.is_empty());
+            return Ok((ubuf.is_empty(), sent));
         }
         // What is left is the start of a chunk-size or trailer line: kept, and read on to.
         ubuf.reserve(COPY_CHUNK);
         match app.read_buf(ubuf).await {
-            Ok(0) if reply.framing == Framing::Close => return Ok(false),
+            Ok(0) if reply.framing == Framing::Close => return Ok((false, sent)),
             Ok(0) | Err(_) => {
                 tracing::warn!(client = %client_addr, "the app closed the connection mid-response");
                 return Err("the app closed the connection mid-response");
@@ -186,14 +204,20 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     let client = conn.ctx.forwarding.client;
     let (status, text) = failure::answer(env.upstream, env.metrics, client, kind, &why);
     let close = plan.rules.close || env.drain.is_draining();
-    let bytes = request_head::answer_bytes(status, text, plan.rules.head, close);
+    let bytes = request_head::answer_bytes(status, text, plan.rules.head, close, &plan.ids);
     conn.write(&bytes, &[])
         .await
         .map_err(|_| "client write error")?;
     conn.counts.written += bytes.len() as u64;
+    let total = started.elapsed();
     Ok(Replied {
         status,
         close,
-        to_head: started.elapsed(),
+        to_head: total,
+        ended: Ended {
+            received: 0,
+            sent: text.len() as u64,
+            total,
+        },
     })
 }

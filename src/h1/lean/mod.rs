@@ -29,7 +29,7 @@ use crate::h1::request_head::{self, Head, Refused};
 use crate::http::clocks::{Clocks, Expiry, Phase};
 use crate::http::forwarding::Forwarding;
 use crate::http::head::HeadWriter;
-use crate::http::rules::{BodyLength, RequestRules};
+use crate::http::rules::{self, BodyLength, Ids, RequestRules};
 use crate::http::rules::{HeadLimits, MAX_HEADERS};
 use crate::http::Protocol;
 use crate::telemetry::metrics::Metrics;
@@ -69,8 +69,13 @@ struct Plan {
     method: Range<usize>,
     /// The path without its query, for the access log.
     path: Range<usize>,
+    /// `Host` and `User-Agent`, for the access log.
+    host: Option<Range<usize>>,
+    user_agent: Option<Range<usize>>,
     /// What the rules decided about it.
     rules: RequestRules,
+    /// Its request id and trace ids.
+    ids: Ids,
 }
 
 /// What the client's buffered bytes hold.
@@ -178,16 +183,21 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         let text = |r: &Range<usize>| std::str::from_utf8(&buf[r.clone()]).unwrap_or("-");
-        Answered {
+        let answered = Answered {
             from: &ctx.forwarding,
             protocol: Protocol::Http1,
             method: text(&plan.method),
             path: text(&plan.path),
+            host: plan.host.as_ref().map(text),
+            user_agent: plan.user_agent.as_ref().map(text),
+            ids: &plan.ids,
             status: replied.status,
             elapsed: replied.to_head,
             upstream: true,
+        };
+        if answered.count(env.metrics, env.config.log_health_checks) {
+            answered.log(&replied.ended);
         }
-        .record(env.metrics, env.config.log_health_checks);
         buf.advance(plan.head_len);
         if replied.close {
             return closed(&mut conn, "closed after the response").await;
@@ -261,12 +271,11 @@ async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
 /// forwarding headers.
 fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Vec<u8>) -> Step {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let parsed =
-        match request_head::read(buf, &mut headers, limits.max_header_bytes, &limits.upgrades) {
-            Head::Partial => return Step::Partial,
-            Head::Refused(refused) => return Step::Refuse(refused),
-            Head::Parsed(parsed) => parsed,
-        };
+    let parsed = match request_head::read(buf, &mut headers, limits) {
+        Head::Partial => return Step::Partial,
+        Head::Refused(refused) => return Step::Refuse(refused),
+        Head::Parsed(parsed) => parsed,
+    };
     // `/ping` (no rules) is hyper's to answer.
     let Some(rules) = parsed.rules else {
         return Step::Handoff;
@@ -280,26 +289,36 @@ fn plan_request(buf: &[u8], from: &Forwarding, limits: &HeadLimits, out: &mut Ve
     {
         return Step::Handoff;
     }
-    let mut head = HeadWriter::request(out, parsed.method, parsed.target);
-    let fields = headers[..parsed.headers].iter().map(|h| (h.name, h.value));
-    let forwarded = fields.filter(|(name, _)| rules.forwards(name, from));
-    let own = from
-        .headers()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()));
-    for (name, value) in forwarded.chain(own) {
-        head.field(name.as_bytes(), value);
-    }
-    head.end();
-    let at = |s: &str| {
+    let at = |s: &[u8]| {
         let start = s.as_ptr() as usize - buf.as_ptr() as usize;
         start..start + s.len()
     };
+    let (mut host, mut user_agent) = (None, None);
+    let mut head = HeadWriter::request(out, parsed.method, parsed.target);
+    let ids = parsed.ids;
+    for h in &headers[..parsed.headers] {
+        if h.name.eq_ignore_ascii_case("host") {
+            host = Some(at(h.value));
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            user_agent = Some(at(h.value));
+        }
+        if rules.forwards(h.name, from, &ids) {
+            head.field(h.name.as_bytes(), h.value);
+        }
+    }
+    for (name, value) in rules::proxy_headers(from, &ids) {
+        head.field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    head.end();
     let bare_path = parsed.target.split('?').next().unwrap_or(parsed.target);
     Step::Take(Plan {
         head_len: parsed.len,
-        method: at(parsed.method),
-        path: at(bare_path),
+        method: at(parsed.method.as_bytes()),
+        path: at(bare_path.as_bytes()),
+        host,
+        user_agent,
         rules,
+        ids,
     })
 }
 
@@ -311,6 +330,7 @@ mod tests {
         HeadLimits {
             max_header_bytes: 8192,
             upgrades: vec!["websocket".into()],
+            ids: rules::IdRules::off(),
         }
     }
 

@@ -6,11 +6,15 @@
 //! maps ask the same questions and get the same answers. Nothing here does I/O.
 
 mod h2;
+mod ids;
 mod request;
 mod response;
 
 pub(crate) use h2::{check_h2_request, joined_cookies};
-pub(crate) use request::{check_request, check_target, BodyLength, Refusal, RequestRules};
+pub(crate) use ids::{IdRules, Ids};
+pub(crate) use request::{
+    check_request, check_target, proxy_headers, BodyLength, Refusal, RequestRules,
+};
 pub(crate) use response::{check_response, strip_trailers, Framing, ResponseKind, ResponseRules};
 
 use http::HeaderName;
@@ -26,6 +30,8 @@ pub(crate) struct HeadLimits {
     pub(crate) max_header_bytes: usize,
     /// `UPGRADE_PROTOCOLS`.
     pub(crate) upgrades: Vec<String>,
+    /// `REQUEST_ID_HEADER` and `AMZN_TRACE_ID`.
+    pub(crate) ids: IdRules,
 }
 
 /// Headers that describe one hop only (RFC 9110 §7.6.1), besides those `Connection` names.

@@ -2,7 +2,9 @@
 
 use http::StatusCode;
 
-use super::{content_length, is_hop_by_hop, is_replaced, last_coding, Connection};
+use http::{HeaderName, HeaderValue};
+
+use super::{content_length, is_hop_by_hop, is_replaced, last_coding, Connection, Ids};
 use crate::http::forwarding::Forwarding;
 
 /// A refused request: the status the client gets, and why (for the log).
@@ -42,9 +44,9 @@ pub(crate) struct RequestRules {
 }
 
 impl RequestRules {
-    /// Whether a client's request header reaches the app (the proxy's own, from `from`, are
-    /// added after).
-    pub(crate) fn forwards(&self, name: &str, from: &Forwarding) -> bool {
+    /// Whether a client's request header reaches the app (the proxy's own, from `from` and
+    /// `ids`, are added after: [`proxy_headers`]).
+    pub(crate) fn forwards(&self, name: &str, from: &Forwarding, ids: &Ids) -> bool {
         // Transfer-Encoding wins over Content-Length (RFC 9112 §6.3); only one goes on.
         let superseded =
             self.body == BodyLength::Chunked && name.eq_ignore_ascii_case("content-length");
@@ -52,6 +54,7 @@ impl RequestRules {
             || is_replaced(name, from)
             || self.connection.removes(name)
             || superseded)
+            && ids.forwards(name)
     }
 
     /// The hop-by-hop headers the proxy itself sends to the app: the body framing (so hyper's
@@ -63,6 +66,15 @@ impl RequestRules {
         let connection = self.upgrade.as_ref().map(|_| ("connection", "upgrade"));
         chunked.into_iter().chain(upgrade).chain(connection)
     }
+}
+
+/// The headers the proxy writes to the app on every path, after the client's it forwards:
+/// the forwarding headers, then the request id and trace id.
+pub(crate) fn proxy_headers<'a>(
+    from: &'a Forwarding,
+    ids: &'a Ids,
+) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+    from.headers().chain(ids.to_app())
 }
 
 /// Checks the method and request target (RFC 9112 §3.2): origin-form, or absolute-form
@@ -564,7 +576,8 @@ mod tests {
             ("x-real-ip", false),
         ];
         for (name, forwarded) in table {
-            assert_eq!(chunked.forwards(name, &from), *forwarded, "{name}");
+            let ids = Ids::default();
+            assert_eq!(chunked.forwards(name, &from, &ids), *forwarded, "{name}");
         }
         let hop: Vec<_> = chunked.hop_headers().collect();
         assert_eq!(hop, [("transfer-encoding", "chunked")]);
