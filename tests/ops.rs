@@ -210,6 +210,29 @@ async fn json_logs_are_one_object_per_line() {
         Some(true)
     );
     assert!(lines.iter().any(|l| l["message"] == "shutdown complete"));
+    // The start-up line gives each setting a field of its own, as the settings write it.
+    let start = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.ends_with(" listening"))
+        })
+        .expect("a start-up line");
+    let settings = &start["settings"];
+    assert_eq!(
+        settings["app"],
+        format!("127.0.0.1:{}", app.addr.port()),
+        "{start}"
+    );
+    assert_eq!(settings["proxy_protocol"], "required", "{start}");
+    assert_eq!(settings["keepalive_timeout"], "75s", "{start}");
+    assert_eq!(settings["max_header_bytes"], "64KiB", "{start}");
+    assert_eq!(settings["log_format"], "json", "{start}");
+    assert_eq!(settings["request_id_header"], "x-request-id", "{start}");
+    assert!(start["plain"]
+        .as_str()
+        .is_some_and(|p| p.starts_with("127.0.0.1:")));
 }
 
 fn load(name: &str) -> Yaml {

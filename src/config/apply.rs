@@ -203,10 +203,17 @@ impl Config {
             invalid(name, expected, v.clone())
         })?;
         let (name, v) = value("REQUEST_ID_HEADER", raw.request_id_header);
-        self.request_id_header = parse_app_header(&v).ok_or_else(|| {
-            let expected = "a header name such as X-Request-Id that the proxy does not otherwise set, or empty (off)";
-            invalid(name, expected, v.clone())
-        })?;
+        let traced = ["x-amzn-trace-id", "traceparent", "tracestate"];
+        let taken = |h: &http::HeaderName| {
+            traced.contains(&h.as_str()) || self.vpc_endpoint_header.as_ref() == Some(h)
+        };
+        self.request_id_header = match parse_app_header(&v) {
+            Some(h) if !h.as_ref().is_some_and(taken) => h,
+            _ => {
+                let expected = "a header name such as X-Request-Id that the proxy does not otherwise set, or empty (off)";
+                return Err(invalid(name, expected, v));
+            }
+        };
         self.amzn_trace_id = boolean(value("AMZN_TRACE_ID", raw.amzn_trace_id))?;
         self.tls = RawTls {
             mode: raw.tls_mode,

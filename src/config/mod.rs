@@ -289,8 +289,38 @@ impl Config {
             || self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 
-    /// One line with the effective settings, logged at start-up.
+    /// The effective settings as `key=value` text, logged at start-up and by `check`.
     pub fn summary(&self) -> String {
+        let pairs = self
+            .settings_list()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"));
+        pairs.collect::<Vec<_>>().join(" ")
+    }
+
+    /// The effective settings as one JSON object, for the start-up line in JSON logs.
+    pub fn summary_json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (key, value)) in self.settings_list().into_iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("\"{key}\":\""));
+            for c in value.chars() {
+                match c {
+                    '"' | '\\' => out.extend(['\\', c]),
+                    c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push('}');
+        out
+    }
+
+    /// Each effective setting by name, its value as a user writes it.
+    fn settings_list(&self) -> Vec<(&'static str, String)> {
         // Each value as a user writes it (and as README's defaults are written): durations in
         // seconds or milliseconds, sizes in KiB or MiB when whole, and choices by the names
         // the settings take (the variants' names, lower-cased).
@@ -316,26 +346,74 @@ impl Config {
                 v.join(",")
             }
         };
-        format!(
-            "app={}:{} proxy_protocol={} trusted_proxies={} proxy_header_timeout={} request_header_timeout={} keepalive_timeout={} connect_timeout={} response_timeout={} send_timeout={} websocket_idle_timeout={} max_connections={} max_header_bytes={} max_body_bytes={} destination_protocol={} h2_max_streams={} upgrade_protocols={} shutdown_delay={} shutdown_timeout={} shutdown_ping_status={} metrics={} log_format={} log_health_checks={} rust_log={} tcp_keepalive={} vpc_endpoint_header={} allowed_vpc_endpoints={} tls_mode={} tls_client_auth={}",
-            self.destination_hostname, self.destination_port, name(&self.proxy_protocol),
-            list(&self.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>()),
-            time(self.proxy_header_timeout), time(self.request_header_timeout), time(self.keepalive_timeout),
-            time(self.connect_timeout), time(self.response_timeout),
-            off(self.send_timeout), off(self.websocket_idle_timeout),
-            self.max_connections, size(self.max_header_bytes as u64),
-            size(self.max_body_bytes.unwrap_or(0)),
-            name(&self.destination_protocol), self.h2_max_streams,
-            self.upgrade_protocols.join(","),
-            time(self.shutdown_delay), time(self.shutdown_timeout),
-            self.shutdown_ping_status.status(),
-            self.metrics_listen.map_or("off".to_owned(), |a| a.to_string()), name(&self.log_format),
-            self.log_health_checks, self.log_filter, off(self.tcp_keepalive),
-            self.vpc_endpoint_header.as_ref().map_or("", |h| h.as_str()),
-            list(&self.allowed_vpc_endpoints),
-            name(&self.tls.mode),
-            if self.tls.client_ca_file.is_none() { "off".to_owned() } else { name(&self.tls.client_auth) },
-        )
+        vec![
+            (
+                "app",
+                format!("{}:{}", self.destination_hostname, self.destination_port),
+            ),
+            ("proxy_protocol", name(&self.proxy_protocol)),
+            (
+                "trusted_proxies",
+                list(
+                    &self
+                        .trusted_proxies
+                        .iter()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            ("proxy_header_timeout", time(self.proxy_header_timeout)),
+            ("request_header_timeout", time(self.request_header_timeout)),
+            ("keepalive_timeout", time(self.keepalive_timeout)),
+            ("connect_timeout", time(self.connect_timeout)),
+            ("response_timeout", time(self.response_timeout)),
+            ("send_timeout", off(self.send_timeout)),
+            ("websocket_idle_timeout", off(self.websocket_idle_timeout)),
+            ("max_connections", self.max_connections.to_string()),
+            ("max_header_bytes", size(self.max_header_bytes as u64)),
+            ("max_body_bytes", size(self.max_body_bytes.unwrap_or(0))),
+            ("destination_protocol", name(&self.destination_protocol)),
+            ("h2_max_streams", self.h2_max_streams.to_string()),
+            ("upgrade_protocols", self.upgrade_protocols.join(",")),
+            ("shutdown_delay", time(self.shutdown_delay)),
+            ("shutdown_timeout", time(self.shutdown_timeout)),
+            (
+                "shutdown_ping_status",
+                self.shutdown_ping_status.status().to_string(),
+            ),
+            (
+                "metrics",
+                self.metrics_listen
+                    .map_or("off".to_owned(), |a| a.to_string()),
+            ),
+            ("log_format", name(&self.log_format)),
+            ("log_health_checks", self.log_health_checks.to_string()),
+            ("rust_log", self.log_filter.clone()),
+            ("tcp_keepalive", off(self.tcp_keepalive)),
+            (
+                "vpc_endpoint_header",
+                self.vpc_endpoint_header
+                    .as_ref()
+                    .map_or(String::new(), |h| h.as_str().to_owned()),
+            ),
+            ("allowed_vpc_endpoints", list(&self.allowed_vpc_endpoints)),
+            (
+                "request_id_header",
+                self.request_id_header
+                    .as_ref()
+                    .map_or(String::new(), |h| h.as_str().to_owned()),
+            ),
+            ("amzn_trace_id", self.amzn_trace_id.to_string()),
+            ("tls_mode", name(&self.tls.mode)),
+            (
+                "tls_client_auth",
+                if self.tls.client_ca_file.is_none() {
+                    "off".to_owned()
+                } else {
+                    name(&self.tls.client_auth)
+                },
+            ),
+        ]
     }
 }
 
@@ -433,6 +511,11 @@ mod tests {
             ("LOG_HEALTH_CHECKS", "maybe"),
             ("RUST_LOG", "bogus==="),
             ("SHUTDOWN_PING_STATUS", "204"),
+            ("REQUEST_ID_HEADER", "X-Forwarded-For"),
+            ("REQUEST_ID_HEADER", "traceparent"),
+            ("REQUEST_ID_HEADER", "X-Amzn-Vpce-Id"),
+            ("REQUEST_ID_HEADER", "bad header"),
+            ("AMZN_TRACE_ID", "sometimes"),
         ];
         for (name, value) in cases {
             let err = with(&[(name, value)]).unwrap_err();
@@ -517,6 +600,13 @@ mod tests {
             named.vpc_endpoint_header.as_ref().map(|h| h.as_str()),
             Some("x-tenant-endpoint")
         );
+        let header = |c: &Config| c.request_id_header.as_ref().map(|h| h.as_str().to_owned());
+        assert_eq!(header(&d).as_deref(), Some("x-request-id"));
+        assert!(d.amzn_trace_id);
+        let ids = with(&[("REQUEST_ID_HEADER", ""), ("AMZN_TRACE_ID", "false")]).unwrap();
+        assert_eq!((header(&ids), ids.amzn_trace_id), (None, false));
+        let own = with(&[("REQUEST_ID_HEADER", "X-Correlation-Id")]).unwrap();
+        assert_eq!(header(&own).as_deref(), Some("x-correlation-id"));
     }
 
     #[test]

@@ -121,7 +121,7 @@ async fn over_tls(
         Err(failure) => {
             shared.metrics.tls.handshake(Some(&failure));
             // Scanners and probes do this all day: counted, and logged for whoever looks.
-            tracing::debug!(%client, result = failure.label(), reason = %failure, "TLS handshake failed");
+            tracing::debug!(%client, result = failure.label(), reason = failure.to_string(), "TLS handshake failed");
             return;
         }
     };
@@ -191,9 +191,9 @@ async fn origin(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr) -> Op
         Err(refusal) => {
             shared.metrics.refused(&refusal);
             if refusal.quiet() {
-                tracing::debug!(%peer, reason = %refusal, "connection closed before a header");
+                tracing::debug!(%peer, reason = refusal.to_string(), "connection closed before a header");
             } else {
-                tracing::warn!(%peer, reason = %refusal, "connection refused");
+                tracing::warn!(%peer, reason = refusal.to_string(), "connection refused");
             }
             None
         }

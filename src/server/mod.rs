@@ -19,7 +19,7 @@ mod metrics_endpoint;
 
 use crate::accept::descriptors;
 use crate::accept::tls::Terminator;
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Drain;
 use crate::http::rules::{HeadLimits, IdRules};
@@ -186,10 +186,15 @@ impl Proxy {
             metrics,
         } = self;
         let tracker = shared.tasks.clone();
+        let config = &shared.config;
+        let settings = match config.log_format {
+            LogFormat::Text => config.summary(),
+            LogFormat::Json => config.summary_json(),
+        };
         tracing::info!(
             plain = %plain.local_addr()?,
             tls = %tls.local_addr()?,
-            settings = %shared.config.summary(),
+            settings = %settings,
             "elb-ws-proxy {} ({}) listening",
             env!("CARGO_PKG_VERSION"),
             env!("ELB_WS_PROXY_REVISION")

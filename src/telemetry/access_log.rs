@@ -1,4 +1,5 @@
-//! The access log: one line per request from every HTTP path, and the formatter that writes it.
+//! The access log: one line per request from every HTTP path, and the formatter that writes
+//! it (and the start-up line's settings in JSON logs).
 //!
 //! The line is a tracing event (target `access`), so `RUST_LOG` turns it off and tests capture
 //! it like any other. It is written on every request, so it is not left to tracing-subscriber's
@@ -25,6 +26,11 @@ use crate::telemetry::log_time;
 
 /// The target of access events, which [`Lines`] formats itself.
 const TARGET: &str = "access";
+
+/// The start-up line's field with every setting: in JSON logs, given as a JSON object
+/// ([`Config::summary_json`](crate::config::Config::summary_json)) and written as one, so each
+/// setting is a field of its own.
+pub(crate) const SETTINGS: &str = "settings";
 
 /// One answered request, as its access line and its metrics see it.
 pub(crate) struct Answered<'a> {
@@ -128,7 +134,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        if meta.target() != TARGET {
+        // The start-up line's `settings` is one JSON object already in JSON logs.
+        let settings = self.json && meta.fields().field(SETTINGS).is_some();
+        if meta.target() != TARGET && !settings {
             return self.other.format_event(ctx, w, event);
         }
         let level = meta.level().as_str();
@@ -154,7 +162,7 @@ where
         fields.result?;
         if self.json {
             w.write_str(",\"target\":\"")?;
-            w.write_str(TARGET)?;
+            w.write_str(meta.target())?;
             w.write_str("\"}\n")
         } else {
             w.write_str("\n")
@@ -226,7 +234,9 @@ impl Visit for Fields<'_, '_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, |w, json| {
-            if json {
+            if json && field.name() == SETTINGS {
+                write!(w, "{value:?}")
+            } else if json {
                 json_string(w, format_args!("{value:?}"))
             } else {
                 write!(w, "{value:?}")
