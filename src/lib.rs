@@ -12,8 +12,8 @@
 //!
 //! - `config/`: the one table of settings ([`settings`]) and the checked [`Config`].
 //! - `http/`: HTTP independent of the engine speaking it. `rules/` decides every rule (framing,
-//!   Host and `:authority`, hop-by-hop and forwarding headers, upgrades, retries; `h2.rs`
-//!   applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `clocks` (keep-alive
+//!   Host and `:authority`, hop-by-hop and forwarding headers, upgrades, retries, request ids
+//!   and trace context in `ids`; `h2.rs` applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `clocks` (keep-alive
 //!   and request-header timeouts, for every path); `body`, `chunked`, `date`, `forwarding`
 //!   (the `X-Forwarded-*` facts of one connection), `error` (upstream failures and their
 //!   `502`/`504`), `websocket` (the handshake fields the proxy computes), the `Protocol` a
@@ -23,7 +23,8 @@
 //!   HTTP/1.1).
 //! - `telemetry/`: `metrics`, `timing` (its time histograms), `process` (the standard process
 //!   metrics from `/proc`), `tls`, `exhaustion` (running out of descriptors), `request` (the one
-//!   end-of-request record), `access_log`, `log_time`, `logging`.
+//!   end-of-request record: metrics at the response head, the access line at its end),
+//!   `access_log` (its fields and the formatter), `log_time`, `logging`.
 //! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
 //!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.
 //! - `conn/`: what a client connection carries: `state` (its clocks, counts and upstream link),
