@@ -386,7 +386,7 @@ async fn the_access_line_names_the_ids_the_request_and_its_sizes() {
         for (field, value) in expected {
             assert_eq!(line[field], value, "{id}: {field} in {line}");
         }
-        let (total, app) = (line["duration_ms"].as_f64(), line["upstream_ms"].as_f64());
+        let (total, app) = (line["duration_us"].as_u64(), line["upstream_us"].as_u64());
         assert!(
             total.is_some() && total >= app && app.is_some(),
             "{id}: {line}"

@@ -10,8 +10,8 @@ use http::{HeaderName, HeaderValue};
 pub struct Forwarding {
     /// The client's address from the PROXY header (or the socket's peer).
     pub(crate) client: SocketAddr,
-    /// The socket's peer: the balancer's own address, when the client came through one.
-    pub(crate) peer: Option<SocketAddr>,
+    /// The socket peer's IP, formatted once for the access line: the balancer's own address.
+    pub(crate) peer_ip: Option<Box<str>>,
     /// `X-Forwarded-For`: the client's IP, formatted once.
     pub(crate) for_value: HeaderValue,
     /// `X-Forwarded-Port`: the port the client reached on the balancer, when known.
@@ -69,7 +69,7 @@ impl Forwarding {
             .expect("an IP address is a valid header value");
         Forwarding {
             client,
-            peer: None,
+            peer_ip: None,
             for_value,
             port: port.map(HeaderValue::from),
             vpce_header,
@@ -82,8 +82,13 @@ impl Forwarding {
 
     /// With the socket's peer, which the access line names.
     pub(crate) fn with_peer(mut self, peer: SocketAddr) -> Self {
-        self.peer = Some(peer);
+        self.peer_ip = Some(peer.ip().to_canonical().to_string().into());
         self
+    }
+
+    /// The client's IP as `X-Forwarded-For` gives it, for the access line.
+    pub(crate) fn client_ip(&self) -> &str {
+        self.for_value.to_str().unwrap_or("-")
     }
 
     /// With `CLIENT_CERT_HEADER` and what the TLS handshake settled, if the proxy ended TLS.

@@ -66,12 +66,12 @@ pub(crate) struct Ended {
 
 /// Logs one request under the names of the OpenTelemetry semantic conventions where they
 /// have one (README lists them): the client's address and port, the balancer's, the request,
-/// the status, the body sizes, the total and the app's time (microsecond precision; the
-/// app's absent when it was not asked), the ids, and only when there are some, the VPC
-/// endpoint and the TLS the proxy ended.
+/// the status, the body sizes, the total and the app's time in whole microseconds (the app's
+/// absent when it was not asked), the ids, and only when there are some, the VPC endpoint and
+/// the TLS the proxy ended. Addresses are formatted once per connection, not per line.
 pub(crate) fn record(a: &Answered<'_>, ended: &Ended) {
-    let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
-    let upstream_ms = a.upstream.then(|| ms(a.elapsed));
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let upstream_us = a.upstream.then(|| us(a.elapsed));
     let from = a.from;
     let tls = from.tls.as_ref();
     // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
@@ -79,9 +79,9 @@ pub(crate) fn record(a: &Answered<'_>, ended: &Ended) {
         target: TARGET,
         tracing::Level::INFO,
         {
-        "client.address" = %from.client.ip(),
+        "client.address" = tracing::field::display(from.client_ip()),
         "client.port" = from.client.port(),
-        "network.peer.address" = from.peer.map(|p| tracing::field::display(p.ip())),
+        "network.peer.address" = from.peer_ip.as_deref().map(tracing::field::display),
         "network.protocol.version" = a.protocol.version(),
         "http.request.method" = %a.method,
         "url.path" = a.path,
@@ -90,8 +90,8 @@ pub(crate) fn record(a: &Answered<'_>, ended: &Ended) {
         "http.response.status_code" = a.status.as_u16(),
         "http.request.body.size" = ended.received,
         "http.response.body.size" = ended.sent,
-        duration_ms = ms(ended.total),
-        upstream_ms,
+        duration_us = us(ended.total),
+        upstream_us,
         request_id = a.ids.request_id(),
         amzn_trace_id = a.ids.amzn_root(),
         trace_id = a.ids.trace_id(),
@@ -445,20 +445,20 @@ mod tests {
                 "network.peer.address=10.0.1.5 network.protocol.version=\"1.1\" ",
                 "http.request.method=GET url.path=\"/\" server.address=\"example.com\" ",
                 "user_agent.original=\"curl/8.5.0\" http.response.status_code=200 ",
-                "http.request.body.size=12 http.response.body.size=3456 duration_ms=0.635 ",
-                "upstream_ms=0.385 request_id=\"req-1\" ",
+                "http.request.body.size=12 http.response.body.size=3456 duration_us=635 ",
+                "upstream_us=385 request_id=\"req-1\" ",
                 "amzn_trace_id=\"1-67891233-abcdef012345678912345678\" ",
                 "trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""
             )
         );
         assert!(
             ours[1].contains(r#"url.path="/a\"b\\c" server.address"#)
-                && ours[1].contains(" duration_ms=60000.251 upstream_ms=60000.001"),
+                && ours[1].contains(" duration_us=60000251 upstream_us=60000001"),
             "{}",
             ours[1]
         );
         assert!(
-            ours[2].ends_with(" duration_ms=0.25 aws.vpce.id=\"vpce-0123456789abcdef0\""),
+            ours[2].ends_with(" duration_us=250 aws.vpce.id=\"vpce-0123456789abcdef0\""),
             "{}",
             ours[2]
         );
@@ -476,7 +476,7 @@ mod tests {
         assert_eq!(line["aws.vpce.id"], "vpce-0123456789abcdef0");
         assert_eq!(line["http.response.status_code"], 200);
         assert_eq!(line["http.response.body.size"], 3456);
-        assert!(line.get("upstream_ms").is_none(), "{line}");
+        assert!(line.get("upstream_us").is_none(), "{line}");
         assert!(line.get("network.peer.address").is_none(), "{line}");
         // No bare `status`, which log pipelines read as the level.
         assert!(line.get("status").is_none(), "{line}");

@@ -1,4 +1,4 @@
-//! Prometheus metrics; [`crate::server::metrics_endpoint`] serves them at `/metrics`.
+//! Prometheus metrics; `server::metrics_endpoint` serves them at `/metrics`.
 //!
 //! Every labelled series the proxy updates is created once at start-up, so the hot path only
 //! touches atomics, never the family's lock or a label hash.

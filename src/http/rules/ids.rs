@@ -34,8 +34,8 @@ pub(crate) struct IdRules {
 pub(crate) struct Ids {
     /// The request id header and the value both the app and the client get.
     request: Option<(HeaderName, HeaderValue)>,
-    /// The `X-Amzn-Trace-Id` the app gets.
-    amzn: Option<HeaderValue>,
+    /// The `X-Amzn-Trace-Id` the app gets, and where its root starts in it.
+    amzn: Option<(HeaderValue, usize)>,
     /// The `traceparent` the client sent.
     traceparent: TraceParent,
 }
@@ -78,7 +78,7 @@ impl IdRules {
         for (name, value) in fields {
             match which(self.request_id.as_ref(), self.amzn_trace, name) {
                 Some(Seen::RequestId) => request.see(value, valid_request_id),
-                Some(Seen::Amzn) => amzn.see(value, |v| amzn_root(v).is_some()),
+                Some(Seen::Amzn) => amzn.see(value, |v| root_at(v).is_some()),
                 Some(Seen::TraceParent) => {
                     traceparent = match (traceparent, trace_id(value)) {
                         (TraceParent::Absent, Some(id)) => TraceParent::Valid(id),
@@ -88,14 +88,23 @@ impl IdRules {
                 Some(Seen::TraceState) | None => {}
             }
         }
+        let mut rng = rand::rng();
+        let request = (self.request_id.clone()).map(|name| {
+            (
+                name,
+                request.kept().unwrap_or_else(|| new_request_id(&mut rng)),
+            )
+        });
+        let amzn = self.amzn_trace.then(|| match amzn.kept() {
+            Some(v) => {
+                let at = root_at(v.as_bytes()).unwrap_or(0);
+                (v, at)
+            }
+            None => (new_amzn_trace(&mut rng), "Root=".len()),
+        });
         Ids {
-            request: self
-                .request_id
-                .clone()
-                .map(|name| (name, request.kept().unwrap_or_else(new_request_id))),
-            amzn: self
-                .amzn_trace
-                .then(|| amzn.kept().unwrap_or_else(new_amzn_trace)),
+            request,
+            amzn,
             traceparent,
         }
     }
@@ -131,7 +140,7 @@ impl Ids {
     /// The id headers the proxy writes to the app.
     pub(crate) fn to_app(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         let request = self.request.as_ref().map(|(n, v)| (n, v));
-        let amzn = self.amzn.as_ref().map(|v| (&AMZN_TRACE, v));
+        let amzn = self.amzn.as_ref().map(|(v, _)| (&AMZN_TRACE, v));
         request.into_iter().chain(amzn)
     }
 
@@ -147,8 +156,8 @@ impl Ids {
 
     /// The `Root` of `X-Amzn-Trace-Id`, for the access line.
     pub(crate) fn amzn_root(&self) -> Option<&str> {
-        let value = self.amzn.as_ref()?.as_bytes();
-        let root = amzn_root(value)?;
+        let (value, at) = self.amzn.as_ref()?;
+        let root = value.as_bytes().get(*at..*at + ROOT_LEN)?;
         std::str::from_utf8(root).ok()
     }
 
@@ -206,23 +215,30 @@ fn valid_request_id(v: &[u8]) -> bool {
     (1..=MAX_REQUEST_ID).contains(&v.len()) && v.iter().all(|b| (b' '..=b'~').contains(b))
 }
 
-/// The `Root=1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx` field's value in an `X-Amzn-Trace-Id`,
-/// whose fields are `;`-separated `Key=Value` pairs of printable characters.
-fn amzn_root(v: &[u8]) -> Option<&[u8]> {
+/// The length of a root, `1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx`.
+const ROOT_LEN: usize = 35;
+
+/// Where the `Root=1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx` field's value starts in an
+/// `X-Amzn-Trace-Id`, whose fields are `;`-separated `Key=Value` pairs of printable characters.
+fn root_at(v: &[u8]) -> Option<usize> {
     if v.len() > MAX_AMZN_TRACE || !v.iter().all(|b| (b'!'..=b'~').contains(b)) {
         return None;
     }
-    let root = v
-        .split(|&b| b == b';')
-        .find_map(|f| f.strip_prefix(b"Root="))?;
-    let ok = root.len() == 35
-        && root.starts_with(b"1-")
-        && root[10] == b'-'
-        && root[2..10]
-            .iter()
-            .chain(&root[11..])
-            .all(u8::is_ascii_hexdigit);
-    ok.then_some(root)
+    let mut at = 0;
+    for field in v.split(|&b| b == b';') {
+        if let Some(root) = field.strip_prefix(b"Root=") {
+            let ok = root.len() == ROOT_LEN
+                && root.starts_with(b"1-")
+                && root[10] == b'-'
+                && root[2..10]
+                    .iter()
+                    .chain(&root[11..])
+                    .all(u8::is_ascii_hexdigit);
+            return ok.then_some(at + "Root=".len());
+        }
+        at += field.len() + 1;
+    }
+    None
 }
 
 /// The trace id of a valid `traceparent` (W3C Trace Context §3.2): `version-traceid-parentid-flags`
@@ -262,22 +278,19 @@ fn hex<const N: usize>(mut bits: u128) -> [u8; N] {
 }
 
 /// 128 random bits as 32 hex digits.
-fn new_request_id() -> HeaderValue {
-    let digits: [u8; 32] = hex(rand::rng().random());
+fn new_request_id(rng: &mut impl Rng) -> HeaderValue {
+    let digits: [u8; 32] = hex(rng.random());
     HeaderValue::from_bytes(&digits).expect("hex digits")
 }
 
 /// `Root=1-<epoch seconds>-<96 random bits>`, as an ALB makes it.
-fn new_amzn_trace() -> HeaderValue {
+fn new_amzn_trace(rng: &mut impl Rng) -> HeaderValue {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let seconds: [u8; 8] = hex(u128::from(now as u32));
-    let random: [u8; 24] = hex(rand::rng().random());
-    let mut value = Vec::with_capacity(40);
-    for part in [&b"Root=1-"[..], &seconds, b"-", &random] {
-        value.extend_from_slice(part);
-    }
+    let mut value = *b"Root=1-xxxxxxxx-xxxxxxxxxxxxxxxxxxxxxxxx";
+    value[7..15].copy_from_slice(&hex::<8>(u128::from(now as u32)));
+    value[16..].copy_from_slice(&hex::<24>(rng.random()));
     HeaderValue::from_bytes(&value).expect("hex digits")
 }
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The keep-alive row of bench/run.sh for two builds of elb-ws-proxy, taking turns: the proxy's
+# own CPU time per request (user+system from /proc over a wrk run, divided by the requests it
+# served), behind the same HAProxy ELB stand-in and backend. For a change whose cost is below
+# the full run's round-to-round spread (an access-line field, a header per request).
+#
+#   bash bench/ab.sh OLD_BINARY NEW_BINARY [PAIRS]    PAIRS of 10 s runs, default 6
+#
+# Both run as in production: RUST_LOG=info, access lines written to a file on tmpfs
+# (AB_RUST_LOG=warn leaves the access line out, to see what it costs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+old=$1 new=$2 pairs=${3:-6}
+TICK=$(getconf CLK_TCK)
+BACKEND=19100 TLS=19544 ELB=19543
+. "$root/bench/common.sh"
+
+cargo build --release --locked --example bench_backend >/dev/null 2>&1
+out=$(mktemp -d)
+log=$(mktemp -p /dev/shm elb-ws-proxy-ab.XXXXXX 2>/dev/null || mktemp)
+"$root/target/release/examples/bench_backend" "127.0.0.1:$BACKEND" 2>/dev/null & backend=$!
+trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend; rm -rf "$out" "$log"' EXIT
+wait_port $BACKEND
+cat > "$out/elb.cfg" <<EOF
+global
+  maxconn 9000
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 120s
+  timeout server 120s
+frontend elb
+  bind 127.0.0.1:$ELB
+  default_backend instance
+backend instance
+  server proxy 127.0.0.1:$TLS send-proxy maxconn 9000
+EOF
+haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
+wait_port $ELB
+
+run() { # $1 = binary; prints the proxy's CPU per request over one 10 s keep-alive run
+  env LISTEN_ON=19181 LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
+    LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=${AB_RUST_LOG:-info} "$1" >>"$log" 2>&1 & proxy=$!
+  wait_port $TLS
+  wrk -t2 -c64 -d2s "http://127.0.0.1:$ELB/" >/dev/null
+  local t0 n
+  t0=$(cpu_ticks "$proxy")
+  wrk -t2 -c64 -d10s "http://127.0.0.1:$ELB/" > "$out/wrk.txt"
+  n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
+  per_request_us $(( $(cpu_ticks "$proxy") - t0 )) "$n"
+  stop "$proxy"; proxy=
+  : > "$log"
+}
+
+olds=() news=()
+for i in $(seq 1 "$pairs"); do
+  # Alternate which goes first, so a drift in the host's load falls on both.
+  if [ $((i % 2)) = 1 ]; then olds+=("$(run "$old")"); news+=("$(run "$new")")
+  else news+=("$(run "$new")"); olds+=("$(run "$old")"); fi
+  echo "pair $i: old ${olds[-1]} µs, new ${news[-1]} µs"
+done
+o=$(med "${olds[@]}") n=$(med "${news[@]}")
+echo "median CPU per keep-alive request: old $o µs, new $n µs, difference $(python3 -c "print(round($n - $o, 2))") µs"
