@@ -7,7 +7,9 @@
 #   bash bench/ab.sh OLD_BINARY NEW_BINARY [PAIRS]    PAIRS of 10 s runs, default 6
 #
 # Both run as in production: RUST_LOG=info, access lines written to a file on tmpfs
-# (AB_RUST_LOG=warn leaves the access line out, to see what it costs).
+# (AB_RUST_LOG=warn leaves the access line out, to see what it costs). AB_TLS=1 has both end
+# TLS with the benchmark's ECDSA P-256 certificate; AB_TLS=new also makes every request a new
+# connection (a full handshake each), to compare TLS providers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -39,14 +41,22 @@ EOF
 haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
 wait_port $ELB
 
+url="http://127.0.0.1:$ELB/" certs=() close=()
+if [ -n "${AB_TLS:-}" ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj /CN=bench.test -keyout "$out/tls.key" -out "$out/tls.crt" 2>/dev/null
+  url="https://127.0.0.1:$ELB/" certs=(TLS_CERT_FILE="$out/tls.crt" TLS_KEY_FILE="$out/tls.key")
+  [ "$AB_TLS" = new ] && close=(-H 'Connection: close')
+fi
+
 run() { # $1 = binary; prints the proxy's CPU per request over one 10 s keep-alive run
   env LISTEN_ON=19181 LISTEN_ON_TLS=$TLS DESTINATION_HOSTNAME=127.0.0.1 DESTINATION_PORT=$BACKEND \
-    LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=${AB_RUST_LOG:-info} "$1" >>"$log" 2>&1 & proxy=$!
+    LISTEN_ADDRESS=127.0.0.1 MAX_CONNECTIONS=9000 RUST_LOG=${AB_RUST_LOG:-info} "${certs[@]}" "$1" >>"$log" 2>&1 & proxy=$!
   wait_port $TLS
-  wrk -t2 -c64 -d2s "http://127.0.0.1:$ELB/" >/dev/null
+  wrk -t2 -c64 -d2s "${close[@]}" "$url" >/dev/null
   local t0 n
   t0=$(cpu_ticks "$proxy")
-  wrk -t2 -c64 -d10s "http://127.0.0.1:$ELB/" > "$out/wrk.txt"
+  wrk -t2 -c64 -d10s "${close[@]}" "$url" > "$out/wrk.txt"
   n=$(awk '/requests in/{print $1}' "$out/wrk.txt")
   per_request_us $(( $(cpu_ticks "$proxy") - t0 )) "$n"
   stop "$proxy"; proxy=
@@ -61,4 +71,4 @@ for i in $(seq 1 "$pairs"); do
   echo "pair $i: old ${olds[-1]} µs, new ${news[-1]} µs"
 done
 o=$(med "${olds[@]}") n=$(med "${news[@]}")
-echo "median CPU per keep-alive request: old $o µs, new $n µs, difference $(python3 -c "print(round($n - $o, 2))") µs"
+python3 -c "o, n = $o, $n; print(f'median CPU per request: old {o:.2f} µs, new {n:.2f} µs, difference {n - o:+.2f} µs')"
