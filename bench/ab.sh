@@ -24,20 +24,7 @@ log=$(mktemp -p /dev/shm elb-ws-proxy-ab.XXXXXX 2>/dev/null || mktemp)
 "$root/target/release/examples/bench_backend" "127.0.0.1:$BACKEND" 2>/dev/null & backend=$!
 trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend; rm -rf "$out" "$log"' EXIT
 wait_port $BACKEND
-cat > "$out/elb.cfg" <<EOF
-global
-  maxconn 9000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 120s
-  timeout server 120s
-frontend elb
-  bind 127.0.0.1:$ELB
-  default_backend instance
-backend instance
-  server proxy 127.0.0.1:$TLS send-proxy maxconn 9000
-EOF
+elb_config "$out/elb.cfg" $ELB $TLS
 haproxy -db -f "$out/elb.cfg" >/dev/null 2>&1 & elb=$!
 wait_port $ELB
 

@@ -44,21 +44,7 @@ stop_proxy() { stop "$proxy"; keep_warnings; }
 trap 'stop ${proxy:-}; stop ${elb:-}; stop $backend; rm -f "$ourlog"' EXIT
 wait_port $BACKEND
 
-cat > "$out/elb.cfg" <<EOF
-global
-  maxconn 9000
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 120s
-  timeout server 120s
-frontend elb
-  bind 127.0.0.1:$ELB
-  maxconn 9000
-  default_backend instance
-backend instance
-  server proxy 127.0.0.1:$TLS send-proxy maxconn 9000
-EOF
+elb_config "$out/elb.cfg" $ELB $TLS
 
 # The seed image's nginx config rendered for these ports. One change: worker_connections is
 # raised from the image's 1024 so nginx can hold the 5,000 WebSockets (two connections each).

@@ -10,7 +10,8 @@
 //! A connection passes through the rooms in this order; each imports only rooms listed before
 //! it, so the tree has no import cycle.
 //!
-//! - `config/`: the one table of settings ([`settings`]) and the checked [`Config`].
+//! - `config/`: the one table of settings ([`settings`]), the checked [`Config`], and its
+//!   `summary` as the start-up line and `check` print it.
 //! - `http/`: HTTP independent of the engine speaking it. `rules/` decides every rule (framing,
 //!   Host and `:authority`, hop-by-hop and forwarding headers, upgrades, retries, request ids
 //!   and trace context in `ids`; `h2.rs` applies them to HTTP/2 streams); `head` writes every HTTP/1.1 head; `clocks` (keep-alive
