@@ -146,9 +146,7 @@ async fn handle(
     } else {
         resp
     };
-    if let Some((name, value)) = ids.to_client() {
-        resp.headers_mut().insert(name.clone(), value.clone());
-    }
+    ids.stamp(resp.headers_mut());
     fn text(v: &Option<header::HeaderValue>) -> Option<&str> {
         v.as_ref().and_then(|v| v.to_str().ok())
     }

@@ -44,17 +44,19 @@ pub(crate) async fn stream(
 ) -> Result<Response<StreamBody>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // Shared views (reference counts, not copies), kept past the request's move to the app
+    // for the access line, which copies what it keeps.
+    let uri = req.uri().clone();
+    let path = uri.path();
     let fields = req
         .headers()
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()));
     let ids = shared.limits.ids.judge(fields);
-    let host = (req.uri().authority().map(|a| a.as_str().to_owned()))
-        .or_else(|| text(req.headers().get(header::HOST)).map(str::to_owned));
-    let user_agent = text(req.headers().get(header::USER_AGENT)).map(str::to_owned);
+    let header = |name| req.headers().get(name).cloned();
+    let (host_header, user_agent) = (header(header::HOST), header(header::USER_AGENT));
     let received = (!req.body().is_end_stream()).then(BodyBytes::default);
-    let ping = rules::is_ping(method.as_str(), &path);
+    let ping = rules::is_ping(method.as_str(), path);
     let mut upstream = false;
     let resp = if ping {
         health::answer(shared.drain.ping_fails()).map(Either::Left)
@@ -70,16 +72,15 @@ pub(crate) async fn stream(
         Either::Left(_) => for_h2(resp),
         Either::Right(_) => resp,
     };
-    if let Some((name, value)) = ids.to_client() {
-        resp.headers_mut().insert(name.clone(), value.clone());
-    }
+    ids.stamp(resp.headers_mut());
+    let host = uri.authority().map(|a| a.as_str()).or(text(&host_header));
     let pending = Answered {
         from: &ctx.forwarding,
         protocol: Protocol::H2,
         method: method.as_str(),
-        path: &path,
-        host: host.as_deref(),
-        user_agent: user_agent.as_deref(),
+        path,
+        host,
+        user_agent: text(&user_agent),
         ids: &ids,
         status: resp.status(),
         elapsed: started.elapsed(),
@@ -98,8 +99,8 @@ pub(crate) async fn stream(
 }
 
 /// A header's value as text, when it is.
-fn text(value: Option<&HeaderValue>) -> Option<&str> {
-    value.and_then(|v| v.to_str().ok())
+fn text(value: &Option<HeaderValue>) -> Option<&str> {
+    value.as_ref().and_then(|v| v.to_str().ok())
 }
 
 /// Checks the stream by the rules and forwards it as `DESTINATION_PROTOCOL` says.

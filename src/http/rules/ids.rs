@@ -149,6 +149,14 @@ impl Ids {
         self.request.as_ref().map(|(n, v)| (n, v))
     }
 
+    /// Sets the request id on a response built as a header map (hyper's HTTP/1.1 and HTTP/2),
+    /// replacing any the app sent.
+    pub(crate) fn stamp(&self, headers: &mut http::HeaderMap) {
+        if let Some((name, value)) = &self.request {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
     /// The request id, for the access line.
     pub(crate) fn request_id(&self) -> Option<&str> {
         self.request.as_ref().and_then(|(_, v)| v.to_str().ok())
