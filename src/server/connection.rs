@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::accept::tls::TlsStream;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_rustls::server::TlsStream;
 
 use crate::accept::detect::{self, Detected, Prefixed, Silence};
 use crate::accept::proxy_header::{read_origin, Origin};

@@ -8,6 +8,11 @@
 
 pub(crate) mod certs;
 mod client_cert;
+mod hello;
+mod outgoing;
+mod stream;
+
+pub(crate) use stream::TlsStream;
 
 use std::fmt;
 use std::io;
@@ -21,8 +26,6 @@ use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::accept::detect::Silence;
 use crate::config::{ClientAuth, TlsMode, TlsSettings, TlsVersion};
@@ -40,7 +43,7 @@ const SEND_BUFFER: usize = 64 * 1024;
 
 /// The TLS listener's configuration, certificates and policy.
 pub(crate) struct Terminator {
-    acceptor: TlsAcceptor,
+    config: Arc<ServerConfig>,
     store: Arc<Store>,
     provider: Arc<CryptoProvider>,
     mode: TlsMode,
@@ -115,7 +118,7 @@ impl Terminator {
             rustls::crypto::ring::Ticketer::new().map_err(|e| start_error("TLS_MODE", e))?;
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
         Ok(Some(Terminator {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
             store,
             provider,
             mode: settings.mode,
@@ -149,15 +152,15 @@ impl Terminator {
         let started = Phase::Head {
             started: tokio::time::Instant::now(),
         };
-        let mut tls = match clocks.until(started, self.acceptor.accept(io)).await {
+        let accept = TlsStream::accept(io, self.config.clone());
+        let (tls, sni) = match clocks.until(started, accept).await {
             Err(_) => return Err(Failure::Timeout),
             Ok(Err(e)) => return Err(Failure::of(&e)),
-            Ok(Ok(tls)) => tls,
+            Ok(Ok(done)) => done,
         };
-        let conn = tls.get_mut().1;
-        conn.set_buffer_limit(Some(SEND_BUFFER));
+        let conn = tls.connection();
         let facts = TlsFacts {
-            sni: conn.server_name().map(str::to_owned),
+            sni,
             version: conn
                 .protocol_version()
                 .and_then(|v| v.as_str())
