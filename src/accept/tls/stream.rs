@@ -6,7 +6,7 @@
 //! each go when it is empty and the connection waits on its peer, so an idle TLS WebSocket
 //! costs rustls's state and nothing more.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -31,6 +31,9 @@ const MAX_INCOMING: usize = 64 * 1024 + READ_CHUNK;
 /// Plaintext encrypted per write: enough for a few full records in one `write`, bounded so
 /// one write cannot make the pending output much larger than [`super::SEND_BUFFER`].
 const MAX_WRITE: usize = 64 * 1024;
+
+/// Pieces of a vectored write that together are smaller than this are joined into one record.
+const JOIN_BELOW: usize = 4096;
 
 /// A server-side TLS stream whose handshake has completed.
 pub(crate) struct TlsStream<IO> {
@@ -297,6 +300,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> TlsStream<IO> {
         Poll::Ready(Ok(()))
     }
 
+    /// Encrypts as much of `data` as one pass allows into `outgoing`: how much it took.
+    fn seal(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.pass(cx, Offer::Data(data), None)? {
+                Step::Encrypted(n) => return Ok(n),
+                Step::Moved => {}
+                Step::NeedsBytes | Step::Open | Step::Closed => {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+            }
+        }
+    }
+
     /// Lets the buffers go that hold nothing, while the connection waits on its peer.
     fn release_idle(&mut self) {
         if self.incoming.is_empty() {
@@ -365,26 +381,48 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(data)])
+    }
+
+    /// Small pieces (a response's head and body) are joined into one record; larger ones are
+    /// encrypted one after another. Either way they go out in one `write`.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.made - this.sent >= super::SEND_BUFFER {
             ready!(this.poll_send(cx))?;
         }
-        loop {
-            match this.pass(cx, Offer::Data(data), None)? {
-                Step::Encrypted(n) => {
-                    // Start it on its way; what the socket does not take now goes at the next
-                    // write or flush.
-                    if let Poll::Ready(Err(e)) = this.poll_send(cx) {
-                        return Poll::Ready(Err(e));
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Step::Moved => {}
-                Step::NeedsBytes | Step::Open | Step::Closed => {
-                    return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut taken = 0;
+        if bufs.len() > 1 && total <= JOIN_BELOW {
+            let mut joined = [0u8; JOIN_BELOW];
+            for b in bufs {
+                joined[taken..taken + b.len()].copy_from_slice(b);
+                taken += b.len();
+            }
+            taken = this.seal(cx, &joined[..taken])?;
+        } else {
+            for b in bufs.iter().filter(|b| !b.is_empty()) {
+                let n = this.seal(cx, b)?;
+                taken += n;
+                if n < b.len() || taken >= MAX_WRITE {
+                    break;
                 }
             }
         }
+        // Start it on its way; what the socket does not take now goes at the next write or
+        // flush.
+        if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

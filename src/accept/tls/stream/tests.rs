@@ -2,6 +2,7 @@
 //! whatever the sizes, through a key update, to a clean close; an idle stream holds no buffer.
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -48,8 +49,14 @@ fn configs_with(
 /// A finished handshake over a pipe of `pipe` bytes; the server's stream, the name it heard,
 /// and the client's stream.
 async fn pair(pipe: usize) -> (Server, Option<String>, ClientStream<DuplexStream>) {
+    pair_with(pipe, configs()).await
+}
+
+async fn pair_with(
+    pipe: usize,
+    (server, client): (Arc<ServerConfig>, Arc<ClientConfig>),
+) -> (Server, Option<String>, ClientStream<DuplexStream>) {
     let (server_io, client_io) = tokio::io::duplex(pipe);
-    let (server, client) = configs();
     let name = ServerName::try_from("localhost").unwrap();
     let connect = TlsConnector::from(client).connect(name, client_io);
     let (accepted, connected) = tokio::join!(TlsStream::accept(server_io, server), connect);
@@ -203,5 +210,32 @@ async fn a_refused_handshake_tells_the_client_why() {
             ))
         ),
         "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_head_and_body_written_together_go_as_one_record() {
+    // TLS 1.2: nothing follows the handshake unasked, so the pipe holds only what is written.
+    let tls12 = &[&rustls::version::TLS12];
+    let (mut server, _, client) = pair_with(64 * 1024, configs_with(tls12, tls12)).await;
+    let (head, body) = (
+        &b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"[..],
+        &b"ok"[..],
+    );
+    let n = server
+        .write_vectored(&[IoSlice::new(head), IoSlice::new(body)])
+        .await
+        .unwrap();
+    assert_eq!(n, head.len() + body.len());
+    server.flush().await.unwrap();
+    let (mut raw, _) = client.into_inner();
+    let mut header = [0u8; 5];
+    raw.read_exact(&mut header).await.unwrap();
+    assert_eq!(header[0], 23, "an application data record");
+    let mut record = vec![0u8; u16::from_be_bytes([header[3], header[4]]) as usize];
+    raw.read_exact(&mut record).await.unwrap();
+    assert!(
+        poll_once(raw.read(&mut header)).is_pending(),
+        "a second record"
     );
 }
