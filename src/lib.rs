@@ -21,7 +21,10 @@
 //!   client speaks, and the proxy's own answers `health` and `redirect`.
 //! - `accept/`: before any HTTP. `sockets` (keepalive), `descriptors` (`RLIMIT_NOFILE` and the
 //!   connection cap), `proxy_header/` (the PROXY header and its TLVs), `detect` (HTTP/2 or
-//!   HTTP/1.1).
+//!   HTTP/1.1), `tls/` (TLS the proxy ends: configuration and handshake in `mod.rs`, `certs`
+//!   chosen by SNI and reloaded, `client_cert`, and `stream`, the TLS stream over rustls's
+//!   unbuffered connection that holds buffers only while it uses them, with `hello` (the SNI)
+//!   and `outgoing` (where records are written)).
 //! - `telemetry/`: `metrics`, `timing` (its time histograms), `process` (the standard process
 //!   metrics from `/proc`), `tls`, `exhaustion` (running out of descriptors), `request` (the one
 //!   end-of-request record: metrics at the response head, the access line at its end),
