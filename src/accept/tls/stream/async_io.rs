@@ -62,8 +62,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         self.poll_write_vectored(cx, &[IoSlice::new(data)])
     }
 
-    /// Small pieces (a response's head and body) are joined into one record; larger ones are
-    /// encrypted one after another. Either way they go out in one `write`.
+    /// Small pieces in a row (a response's head and body, HTTP/2 frame headers) are joined
+    /// into one record; a large piece is a record of its own, or several. All of them go out
+    /// in one `write`.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -73,23 +74,26 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<IO> {
         if this.made - this.sent >= crate::accept::tls::SEND_BUFFER {
             ready!(this.poll_send(cx))?;
         }
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let mut taken = 0;
-        if bufs.len() > 1 && total <= JOIN_BELOW {
-            let mut joined = [0u8; JOIN_BELOW];
-            for b in bufs {
-                joined[taken..taken + b.len()].copy_from_slice(b);
-                taken += b.len();
+        let mut joined = [0u8; JOIN_BELOW];
+        let (mut held, mut taken) = (0, 0);
+        for b in bufs.iter().filter(|b| !b.is_empty()) {
+            if held + b.len() > JOIN_BELOW && held > 0 {
+                taken += this.seal(cx, &joined[..held])?;
+                held = 0;
             }
-            taken = this.seal(cx, &joined[..taken])?;
-        } else {
-            for b in bufs.iter().filter(|b| !b.is_empty()) {
-                let n = this.seal(cx, b)?;
-                taken += n;
-                if n < b.len() || taken >= MAX_WRITE {
-                    break;
-                }
+            if b.len() <= JOIN_BELOW {
+                joined[held..held + b.len()].copy_from_slice(b);
+                held += b.len();
+                continue;
             }
+            let n = this.seal(cx, b)?;
+            taken += n;
+            if n < b.len() || taken >= MAX_WRITE {
+                break;
+            }
+        }
+        if held > 0 {
+            taken += this.seal(cx, &joined[..held])?;
         }
         // Start it on its way; what the socket does not take now goes at the next write or
         // flush.

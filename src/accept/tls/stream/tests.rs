@@ -239,3 +239,28 @@ async fn a_head_and_body_written_together_go_as_one_record() {
         "a second record"
     );
 }
+
+#[tokio::test]
+async fn small_and_large_pieces_of_one_write_arrive_in_order() {
+    let (mut server, _, mut client) = pair(8 * 1024).await;
+    let (a, big, c, d) = (pattern(9), pattern(20_000), pattern(3000), pattern(2000));
+    let write = async {
+        let bufs = [
+            IoSlice::new(&a),
+            IoSlice::new(&big),
+            IoSlice::new(&c),
+            IoSlice::new(&d),
+        ];
+        let n = server.write_vectored(&bufs).await.unwrap();
+        assert_eq!(n, a.len() + big.len() + c.len() + d.len());
+        server.flush().await.unwrap();
+        server
+    };
+    let read = async {
+        let mut got = vec![0u8; a.len() + big.len() + c.len() + d.len()];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    };
+    let (_server, got) = tokio::join!(write, read);
+    assert!(got == [a.clone(), big.clone(), c.clone(), d.clone()].concat());
+}
