@@ -84,7 +84,8 @@ impl Drain {
         let turn = t.taken.fetch_add(1, Ordering::Relaxed).min(open - 1);
         let span = t.span_ms.load(Ordering::Relaxed) as u128;
         let wait = (span * (turn as u128 + 1) / open as u128) as u64;
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Boxed: every idle tunnel holds this future, and only a draining one needs the timer.
+        Box::pin(tokio::time::sleep(Duration::from_millis(wait))).await;
         (turn + 1, open)
     }
 }

@@ -9,7 +9,7 @@ mod splice;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -95,6 +95,7 @@ pub(crate) fn start<C: ClientSocket>(
                 _ = drain.hard_stop.cancelled() => "shutdown deadline (SHUTDOWN_TIMEOUT) reached".to_owned(),
             }
         };
+        let closed_by_drain = pin!(closed_by_drain);
         tokio::select! {
             biased;
             _ = run::<C>(&shared.metrics, limits, client, pending, closed_by_drain) => {}
@@ -112,7 +113,7 @@ async fn run<C: ClientSocket>(
     limits: Limits,
     client_addr: SocketAddr,
     pending: PendingUpgrade,
-    stop: impl Future<Output = String>,
+    stop: Pin<&mut impl Future<Output = String>>,
 ) {
     let (client, upstream) = match (pending.client.await, pending.upstream.await) {
         (Ok(c), Ok(u)) => (c, u),

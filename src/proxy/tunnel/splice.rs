@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -36,31 +36,34 @@ thread_local! {
 }
 
 /// What ends a tunnel besides its sides: nothing moving either way, or the drain.
-pub(crate) struct Ends<F> {
+pub(crate) struct Ends<'s, F> {
     /// `WEBSOCKET_IDLE_TIMEOUT`.
     pub(crate) idle: Option<Duration>,
-    /// Resolves with the reason when the drain closes the tunnel.
-    pub(crate) stop: F,
+    /// Resolves with the reason when the drain closes the tunnel. Pinned by the caller and
+    /// lent, so that the tunnel's task holds it once.
+    pub(crate) stop: Pin<&'s mut F>,
 }
 
 /// Copies both ways until each side has sent FIN (passed on as a half-close), one side fails,
-/// or one of `ends` comes; writes to each side go by that side's clock. Returns the bytes sent
-/// to `b` and to `a`.
+/// or one of `ends` comes; writes to each side go by that side's clock. Resolves to the bytes
+/// sent to `b` and to `a`.
+///
+/// A plain function around one closure, not an `async fn`: an idle tunnel's task is mostly
+/// this future, and an `async fn` keeps each argument beside the local it is moved into.
 #[allow(clippy::type_complexity)]
-pub(crate) async fn splice<A, B, F>(
-    (a, mut to_a): (&mut A, SendClock),
+pub(crate) fn splice<'s, A, B, F>(
+    (a, mut to_a): (&'s mut A, SendClock),
     a_to_b: Vec<u8>,
-    (b, mut to_b): (&mut B, SendClock),
+    (b, mut to_b): (&'s mut B, SendClock),
     b_to_a: Vec<u8>,
-    ends: Ends<F>,
-) -> Result<(u64, u64), (u64, u64, io::Error)>
+    ends: Ends<'s, F>,
+) -> impl Future<Output = Result<(u64, u64), (u64, u64, io::Error)>> + 's
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = String>,
 {
-    let idle_timeout = ends.idle;
-    let mut stop = pin!(ends.stop);
+    let mut stop = ends.stop;
     let mut ab = Direction {
         owed: a_to_b,
         ..Default::default()
@@ -69,9 +72,12 @@ where
         owed: b_to_a,
         ..Default::default()
     };
-    let mut idle = pin!(tokio::time::sleep(idle_timeout.unwrap_or_default()));
+    // Only a tunnel with an idle limit carries a timer.
+    let mut idle = ends
+        .idle
+        .map(|limit| (limit, Box::pin(tokio::time::sleep(limit))));
     let mut moved = 0;
-    poll_fn(|cx| {
+    poll_fn(move |cx| {
         let result = SCRATCH.with(|scratch| {
             let scratch = &mut scratch.borrow_mut()[..];
             if !ab.done {
@@ -99,19 +105,18 @@ where
         if let Poll::Ready(why) = stop.as_mut().poll(cx) {
             return Poll::Ready(Err((ab.bytes, ba.bytes, io::Error::other(why))));
         }
-        if let Some(limit) = idle_timeout {
+        if let Some((limit, timer)) = &mut idle {
             if ab.bytes + ba.bytes != moved {
                 moved = ab.bytes + ba.bytes;
-                idle.as_mut().reset(tokio::time::Instant::now() + limit);
+                timer.as_mut().reset(tokio::time::Instant::now() + *limit);
             }
-            if idle.as_mut().poll(cx).is_ready() {
+            if timer.as_mut().poll(cx).is_ready() {
                 let e = io::Error::new(io::ErrorKind::TimedOut, "idle for WEBSOCKET_IDLE_TIMEOUT");
                 return Poll::Ready(Err((ab.bytes, ba.bytes, e)));
             }
         }
         Poll::Pending
     })
-    .await
 }
 
 /// Moves what `from` has to `to`; `Ready(Ok)` once `from` has ended and `to` got the FIN.
