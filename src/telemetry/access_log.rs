@@ -2,11 +2,12 @@
 //! it (and the start-up line's settings in JSON logs).
 //!
 //! The line is a tracing event (target `access`), so `RUST_LOG` turns it off and tests capture
-//! it like any other. It is written on every request, so it is not left to tracing-subscriber's
-//! general formatter (styles applied even with colour off, a `write!` per field, serde for
-//! JSON; its cost is in `bench/NOTES.md`). [`Lines`] writes the access line itself, in
-//! exactly the text and JSON the general formatter gives (a test holds the two together), and
-//! hands every other event to that formatter.
+//! it like any other. Its fields are its message, written at once by
+//! [`Line`](crate::telemetry::access_line::Line). [`Lines`] puts the timestamp and level
+//! before it in exactly the text and JSON tracing-subscriber's general formatter gives for the
+//! same fields one by one (a test holds the two together; the general one applies styles even
+//! with colour off and uses serde for JSON, and its cost is in `bench/NOTES.md`), and hands
+//! every other event to that formatter.
 
 use std::fmt::{self, Write};
 use std::time::Duration;
@@ -22,6 +23,7 @@ use http::StatusCode;
 use crate::http::forwarding::Forwarding;
 use crate::http::rules::Ids;
 use crate::http::Protocol;
+use crate::telemetry::access_line::{JsonEscaped, Line};
 use crate::telemetry::log_time;
 
 /// The target of access events, which [`Lines`] formats itself.
@@ -64,53 +66,18 @@ pub(crate) struct Ended {
     pub(crate) total: Duration,
 }
 
-/// Logs one request under the names of the OpenTelemetry semantic conventions where they
-/// have one (README lists them): the client's address and port, the balancer's, the request,
-/// the status, the body sizes, the total and the app's time in whole microseconds (the app's
-/// absent when it was not asked), the ids, and only when there are some, the VPC endpoint and
-/// the TLS the proxy ended. Addresses are formatted once per connection, not per line.
-pub(crate) fn record(a: &Answered<'_>, ended: &Ended) {
-    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-    let upstream_us = a.upstream.then(|| us(a.elapsed));
-    let from = a.from;
-    let tls = from.tls.as_ref();
-    // An `Option` field that is `None` is not recorded: no `vpce` unless there is one.
+/// Logs one request. Its fields are written by [`Line`] as the event's message, under the
+/// names of the OpenTelemetry semantic conventions where they have one (README lists them):
+/// the client's address and port, the balancer's, the request, the status, the body sizes,
+/// the total and the app's time in whole microseconds (the app's absent when it was not
+/// asked), the ids, and only when there are some, the VPC endpoint and the TLS the proxy
+/// ended. Addresses are formatted once per connection, not per line.
+pub(crate) fn record(answered: &Answered<'_>, ended: &Ended) {
     tracing::event!(
         target: TARGET,
         tracing::Level::INFO,
-        {
-        "client.address" = tracing::field::display(from.client_ip()),
-        "client.port" = from.client.port(),
-        "network.peer.address" = from.peer_ip.as_deref().map(tracing::field::display),
-        "network.protocol.version" = a.protocol.version(),
-        "http.request.method" = %a.method,
-        "url.path" = a.path,
-        "server.address" = a.host.map(host_name),
-        "user_agent.original" = a.user_agent,
-        "http.response.status_code" = a.status.as_u16(),
-        "http.request.body.size" = ended.received,
-        "http.response.body.size" = ended.sent,
-        duration_us = us(ended.total),
-        upstream_us,
-        request_id = a.ids.request_id(),
-        amzn_trace_id = a.ids.amzn_root(),
-        trace_id = a.ids.trace_id(),
-        "aws.vpce.id" = from.vpce(),
-        "tls.protocol.version" = tls.map(|t| t.version),
-        "tls.cipher" = tls.map(|t| t.cipher),
-        "tls.server.name" = tls.and_then(|t| t.sni.as_deref()),
-        "tls.next_protocol" = tls.and_then(|t| t.alpn),
-        "tls.client.subject" = tls.and_then(|t| t.client.as_ref()).map(|c| c.subject.as_str()),
-        }
+        message = tracing::field::display(Line { answered, ended })
     );
-}
-
-/// A `Host` value without its port, and an IPv6 address without its brackets.
-fn host_name(host: &str) -> &str {
-    match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    }
 }
 
 /// An event formatter: access events written directly, everything else by `other`.
@@ -158,7 +125,11 @@ where
             json: self.json,
             result: Ok(()),
         };
-        event.record(&mut fields);
+        if settings {
+            event.record(&mut fields);
+        } else {
+            event.record(&mut Message(&mut fields));
+        }
         fields.result?;
         if self.json {
             w.write_str(",\"target\":\"")?;
@@ -245,41 +216,29 @@ impl Visit for Fields<'_, '_> {
     }
 }
 
+/// An access event's one field, its [`Line`]: after a space in text (as the general formatter
+/// writes a message), as JSON members with `{:#}`.
+struct Message<'f, 'a, 'w>(&'f mut Fields<'a, 'w>);
+
+impl Visit for Message<'_, '_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let f = &mut *self.0;
+        if f.result.is_err() || field.name() != "message" {
+            return;
+        }
+        f.result = if f.json {
+            write!(f.w, "{value:#?}")
+        } else {
+            write!(f.w, " {value:?}")
+        };
+    }
+}
+
 /// Writes `value` as a JSON string, escaped as serde_json escapes it.
 fn json_string(w: &mut Writer<'_>, value: fmt::Arguments<'_>) -> fmt::Result {
     w.write_char('"')?;
-    JsonEscaped(w).write_fmt(value)?;
+    JsonEscaped(&mut *w).write_fmt(value)?;
     w.write_char('"')
-}
-
-/// Escapes what passes through it for the inside of a JSON string (RFC 8259 section 7).
-struct JsonEscaped<'a, 'w>(&'a mut Writer<'w>);
-
-impl Write for JsonEscaped<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0x08 => "\\b",
-                0x0c => "\\f",
-                0..=0x1f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
-            }
-            plain = i + 1;
-        }
-        self.0.write_str(&s[plain..])
-    }
 }
 
 #[cfg(test)]
@@ -307,7 +266,7 @@ mod tests {
 
     /// The requests each format is checked with: escapes, a VPC endpoint, no upstream time,
     /// ids and a balancer, a Host with a port and an IPv6 one.
-    fn log_requests() {
+    fn log_requests(emit: fn(&Answered<'_>, &Ended)) {
         let plain = Forwarding::new("192.0.2.7:40000".parse().unwrap(), Some(443), None, None)
             .with_peer("10.0.1.5:61000".parse().unwrap());
         let vpce = Some("vpce-0123456789abcdef0");
@@ -350,7 +309,7 @@ mod tests {
                 sent: 3456,
                 total: ms(upstream.unwrap_or(0) + 250),
             };
-            record(&a, &ended);
+            emit(&a, &ended);
         };
         line(
             &plain,
@@ -388,10 +347,74 @@ mod tests {
             Some(0),
             &none,
         );
+        // Every TLS field, an IPv6 Host and a user agent and subject that need escapes.
+        let tls = crate::http::forwarding::TlsFacts {
+            sni: Some("api.example.com".into()),
+            version: "TLSv1_3",
+            cipher: "TLS13_AES_256_GCM_SHA384",
+            alpn: Some("h2"),
+            client: Some(crate::http::forwarding::ClientCert {
+                subject: "CN=caf\u{e9} \"q\"".into(),
+                header: http::HeaderValue::from_static("Hash=00"),
+            }),
+        };
+        let secure = plain.clone().with_tls(None, Some(tls));
+        emit(
+            &Answered {
+                from: &secure,
+                protocol: Protocol::H2,
+                method: "GET",
+                path: "/tls",
+                host: Some("[2001:db8::2]:443"),
+                user_agent: Some("a \"quoted\"\tagent"),
+                ids: &none,
+                status: StatusCode::NO_CONTENT,
+                elapsed: ms(7),
+                upstream: true,
+            },
+            &Ended::default(),
+        );
     }
 
-    /// The lines the general formatter and [`Lines`] write for [`log_requests`], in that
-    /// order, each without its timestamp.
+    /// The access event as tracing's own fields, one per name: what the general formatter
+    /// writes for it is the convention [`Line`] must match byte for byte.
+    fn reference(a: &Answered<'_>, ended: &Ended) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let upstream_us = a.upstream.then(|| us(a.elapsed));
+        let from = a.from;
+        let tls = from.tls.as_ref();
+        tracing::event!(
+            target: TARGET,
+            tracing::Level::INFO,
+            {
+            "client.address" = tracing::field::display(from.client_ip()),
+            "client.port" = from.client.port(),
+            "network.peer.address" = from.peer_ip.as_deref().map(tracing::field::display),
+            "network.protocol.version" = a.protocol.version(),
+            "http.request.method" = %a.method,
+            "url.path" = a.path,
+            "server.address" = a.host.map(crate::telemetry::access_line::host_name),
+            "user_agent.original" = a.user_agent,
+            "http.response.status_code" = a.status.as_u16(),
+            "http.request.body.size" = ended.received,
+            "http.response.body.size" = ended.sent,
+            duration_us = us(ended.total),
+            upstream_us,
+            request_id = a.ids.request_id(),
+            amzn_trace_id = a.ids.amzn_root(),
+            trace_id = a.ids.trace_id(),
+            "aws.vpce.id" = from.vpce(),
+            "tls.protocol.version" = tls.map(|t| t.version),
+            "tls.cipher" = tls.map(|t| t.cipher),
+            "tls.server.name" = tls.and_then(|t| t.sni.as_deref()),
+            "tls.next_protocol" = tls.and_then(|t| t.alpn),
+            "tls.client.subject" = tls.and_then(|t| t.client.as_ref()).map(|c| c.subject.as_str()),
+            }
+        );
+    }
+
+    /// The lines the general formatter writes for [`reference`] events and [`Lines`] for
+    /// [`record`], for [`log_requests`], in that order, each without its timestamp.
     fn both(json: bool) -> [Vec<String>; 2] {
         let run = |ours: bool| {
             let out = Captured::default();
@@ -419,7 +442,8 @@ mod tests {
                     }
                 }
             };
-            tracing::subscriber::with_default(subscriber, log_requests);
+            let emit = if ours { record } else { reference };
+            tracing::subscriber::with_default(subscriber, || log_requests(emit));
             let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
             text.lines().map(without_timestamp).collect::<Vec<_>>()
         };
@@ -436,7 +460,7 @@ mod tests {
     #[test]
     fn text_lines_are_what_the_general_formatter_writes() {
         let [general, ours] = both(false);
-        assert_eq!(general.len(), 4);
+        assert_eq!(general.len(), 5);
         assert_eq!(ours, general);
         assert_eq!(
             ours[0],
@@ -462,12 +486,24 @@ mod tests {
             "{}",
             ours[2]
         );
+        assert!(
+            ours[4].contains(concat!(
+                r#"server.address="2001:db8::2" user_agent.original="a \"quoted\"\tagent""#,
+                r#" http.response.status_code=204"#
+            )) && ours[4].ends_with(concat!(
+                r#" tls.protocol.version="TLSv1_3" tls.cipher="TLS13_AES_256_GCM_SHA384""#,
+                r#" tls.server.name="api.example.com" tls.next_protocol="h2""#,
+                r#" tls.client.subject="CN=café \"q\"""#
+            )),
+            "{}",
+            ours[4]
+        );
     }
 
     #[test]
     fn json_lines_are_what_the_general_formatter_writes() {
         let [general, ours] = both(true);
-        assert_eq!(general.len(), 4);
+        assert_eq!(general.len(), 5);
         assert_eq!(ours, general);
         let line: serde_json::Value = serde_json::from_str(&ours[2]).unwrap();
         assert_eq!(line["url.path"], "/\u{e9}\t\u{1f}\n\u{7f}");

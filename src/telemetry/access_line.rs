@@ -1,0 +1,170 @@
+//! The access line's fields, written straight into one string: `name=value` pairs for text
+//! logs, `,"name":value` members for JSON ones.
+//!
+//! The line is written for every request, so it does not go field by field through tracing's
+//! visitor and a `dyn fmt::Write` per piece, which cost more than the line's bytes themselves
+//! (`bench/NOTES.md`). It is the access event's message, so tracing still filters it and any
+//! subscriber still prints it; text is byte for byte what tracing-subscriber's formatter writes
+//! for the same fields (a test in `access_log` holds the two together).
+
+use std::fmt::{self, Write};
+use std::time::Duration;
+
+use crate::telemetry::access_log::{Answered, Ended};
+
+/// One request's access line; `{}` writes it as text, `{:#}` as JSON members.
+pub(crate) struct Line<'a> {
+    pub(crate) answered: &'a Answered<'a>,
+    pub(crate) ended: &'a Ended,
+}
+
+/// The longest line most requests make, so one allocation holds it.
+const TYPICAL: usize = 640;
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = Out {
+            s: String::with_capacity(TYPICAL),
+            json: f.alternate(),
+        };
+        self.write(&mut out);
+        f.write_str(&out.s)
+    }
+}
+
+impl Line<'_> {
+    /// The fields under the names of the OpenTelemetry semantic conventions where they have
+    /// one (README lists them). An absent value leaves its field out.
+    fn write(&self, out: &mut Out) {
+        let (a, ended) = (self.answered, self.ended);
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let from = a.from;
+        let tls = from.tls.as_ref();
+        out.bare("client.address", Some(from.client_ip()));
+        out.number("client.port", Some(u64::from(from.client.port())));
+        out.bare("network.peer.address", from.peer_ip.as_deref());
+        out.quoted("network.protocol.version", Some(a.protocol.version()));
+        out.bare("http.request.method", Some(a.method));
+        out.quoted("url.path", Some(a.path));
+        out.quoted("server.address", a.host.map(host_name));
+        out.quoted("user_agent.original", a.user_agent);
+        out.number("http.response.status_code", Some(a.status.as_u16().into()));
+        out.number("http.request.body.size", Some(ended.received));
+        out.number("http.response.body.size", Some(ended.sent));
+        out.number("duration_us", Some(us(ended.total)));
+        out.number("upstream_us", a.upstream.then(|| us(a.elapsed)));
+        out.quoted("request_id", a.ids.request_id());
+        out.quoted("amzn_trace_id", a.ids.amzn_root());
+        out.quoted("trace_id", a.ids.trace_id());
+        out.quoted("aws.vpce.id", from.vpce());
+        out.quoted("tls.protocol.version", tls.map(|t| t.version));
+        out.quoted("tls.cipher", tls.map(|t| t.cipher));
+        out.quoted("tls.server.name", tls.and_then(|t| t.sni.as_deref()));
+        out.quoted("tls.next_protocol", tls.and_then(|t| t.alpn));
+        let subject = tls.and_then(|t| t.client.as_ref());
+        out.quoted("tls.client.subject", subject.map(|c| c.subject.as_str()));
+    }
+}
+
+/// A `Host` value without its port, and an IPv6 address without its brackets.
+pub(crate) fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    }
+}
+
+/// The line being written.
+struct Out {
+    s: String,
+    json: bool,
+}
+
+impl Out {
+    fn name(&mut self, name: &str) {
+        if self.json {
+            self.s.push_str(",\"");
+            self.s.push_str(name);
+            self.s.push_str("\":");
+        } else {
+            if !self.s.is_empty() {
+                self.s.push(' ');
+            }
+            self.s.push_str(name);
+            self.s.push('=');
+        }
+    }
+
+    /// A string: quoted in text as `{:?}` quotes it, a JSON string in JSON.
+    fn quoted(&mut self, name: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        self.name(name);
+        if self.json {
+            json_string(&mut self.s, value);
+        } else if value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+        {
+            self.s.push('"');
+            self.s.push_str(value);
+            self.s.push('"');
+        } else {
+            let _ = write!(self.s, "{value:?}");
+        }
+    }
+
+    /// A value tracing records with `%` (an address, a method): as it is in text, a JSON
+    /// string in JSON.
+    fn bare(&mut self, name: &str, value: Option<&str>) {
+        let Some(value) = value else { return };
+        self.name(name);
+        if self.json {
+            json_string(&mut self.s, value);
+        } else {
+            self.s.push_str(value);
+        }
+    }
+
+    fn number(&mut self, name: &str, value: Option<u64>) {
+        let Some(value) = value else { return };
+        self.name(name);
+        self.s.push_str(itoa::Buffer::new().format(value));
+    }
+}
+
+/// `value` as a JSON string, escaped as serde_json escapes it.
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    let _ = JsonEscaped(&mut *out).write_str(value);
+    out.push('"');
+}
+
+/// Escapes what passes through it for the inside of a JSON string (RFC 8259 section 7).
+pub(crate) struct JsonEscaped<W>(pub(crate) W);
+
+impl<W: Write> Write for JsonEscaped<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
+    }
+}
