@@ -28,7 +28,9 @@
 //! - `telemetry/`: `metrics`, `timing` (its time histograms), `process` (the standard process
 //!   metrics from `/proc`), `tls`, `exhaustion` (running out of descriptors), `request` (the one
 //!   end-of-request record: metrics at the response head, the access line at its end),
-//!   `access_log` (its fields and the formatter), `log_time`, `logging`.
+//!   `access_line` (what one request's line says, written as text or JSON), `access_log`
+//!   (the event and the formatter that puts the time and level before it), `log_time`,
+//!   `logging`.
 //! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
 //!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.
 //! - `conn/`: what a client connection carries: `state` (its clocks, counts and upstream link),

@@ -1,5 +1,5 @@
-//! The access line's fields, written straight into one string: `name=value` pairs for text
-//! logs, `,"name":value` members for JSON ones.
+//! What one answered request's access line says, and its fields written straight into one
+//! string: `name=value` pairs for text logs, `,"name":value` members for JSON ones.
 //!
 //! The line is written for every request, so it does not go field by field through tracing's
 //! visitor and a `dyn fmt::Write` per piece, which cost more than the line's bytes themselves
@@ -10,7 +10,43 @@
 use std::fmt::{self, Write};
 use std::time::Duration;
 
-use crate::telemetry::access_log::{Answered, Ended};
+use http::StatusCode;
+
+use crate::http::forwarding::Forwarding;
+use crate::http::rules::Ids;
+use crate::http::Protocol;
+
+/// One answered request, as its access line and its metrics see it.
+pub(crate) struct Answered<'a> {
+    /// Who asked.
+    pub(crate) from: &'a Forwarding,
+    /// What the client speaks.
+    pub(crate) protocol: Protocol,
+    pub(crate) method: &'a str,
+    /// The target's path, without the query.
+    pub(crate) path: &'a str,
+    /// `Host`, or HTTP/2's `:authority`.
+    pub(crate) host: Option<&'a str>,
+    pub(crate) user_agent: Option<&'a str>,
+    /// The request id and trace ids.
+    pub(crate) ids: &'a Ids,
+    pub(crate) status: StatusCode,
+    /// From the request's head to the response's head.
+    pub(crate) elapsed: Duration,
+    /// The app was asked: `elapsed` is its time too.
+    pub(crate) upstream: bool,
+}
+
+/// What only the end of a response tells.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ended {
+    /// Request body bytes read from the client.
+    pub(crate) received: u64,
+    /// Response body bytes written to the client.
+    pub(crate) sent: u64,
+    /// From the request's head to the response's last byte.
+    pub(crate) total: Duration,
+}
 
 /// One request's access line; `{}` writes it as text, `{:#}` as JSON members.
 pub(crate) struct Line<'a> {

@@ -10,7 +10,6 @@
 //! every other event to that formatter.
 
 use std::fmt::{self, Write};
-use std::time::Duration;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -18,12 +17,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use http::StatusCode;
-
-use crate::http::forwarding::Forwarding;
-use crate::http::rules::Ids;
-use crate::http::Protocol;
-use crate::telemetry::access_line::{JsonEscaped, Line};
+use crate::telemetry::access_line::{Answered, Ended, JsonEscaped, Line};
 use crate::telemetry::log_time;
 
 /// The target of access events, which [`Lines`] formats itself.
@@ -33,38 +27,6 @@ const TARGET: &str = "access";
 /// ([`Config::summary_json`](crate::config::Config::summary_json)) and written as one, so each
 /// setting is a field of its own.
 pub(crate) const SETTINGS: &str = "settings";
-
-/// One answered request, as its access line and its metrics see it.
-pub(crate) struct Answered<'a> {
-    /// Who asked.
-    pub(crate) from: &'a Forwarding,
-    /// What the client speaks.
-    pub(crate) protocol: Protocol,
-    pub(crate) method: &'a str,
-    /// The target's path, without the query.
-    pub(crate) path: &'a str,
-    /// `Host`, or HTTP/2's `:authority`.
-    pub(crate) host: Option<&'a str>,
-    pub(crate) user_agent: Option<&'a str>,
-    /// The request id and trace ids.
-    pub(crate) ids: &'a Ids,
-    pub(crate) status: StatusCode,
-    /// From the request's head to the response's head.
-    pub(crate) elapsed: Duration,
-    /// The app was asked: `elapsed` is its time too.
-    pub(crate) upstream: bool,
-}
-
-/// What only the end of a response tells.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Ended {
-    /// Request body bytes read from the client.
-    pub(crate) received: u64,
-    /// Response body bytes written to the client.
-    pub(crate) sent: u64,
-    /// From the request's head to the response's last byte.
-    pub(crate) total: Duration,
-}
 
 /// Logs one request. Its fields are written by [`Line`] as the event's message, under the
 /// names of the OpenTelemetry semantic conventions where they have one (README lists them):
@@ -245,10 +207,14 @@ fn json_string(w: &mut Writer<'_>, value: fmt::Arguments<'_>) -> fmt::Result {
 mod tests {
     use std::io;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use http::StatusCode;
 
     use super::*;
+    use crate::http::forwarding::Forwarding;
+    use crate::http::rules::Ids;
+    use crate::http::Protocol;
 
     /// Everything written to a test subscriber.
     #[derive(Clone, Default)]

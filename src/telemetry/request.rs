@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use http::{Method, StatusCode};
 
-pub(crate) use crate::telemetry::access_log::{Answered, Ended};
+pub(crate) use crate::telemetry::access_line::{Answered, Ended};
 
 use crate::http::body::BodyBytes;
 use crate::http::forwarding::Forwarding;
