@@ -7,6 +7,7 @@
 //! subscriber still prints it; text is byte for byte what tracing-subscriber's formatter writes
 //! for the same fields (a test in `access_log` holds the two together).
 
+use std::cell::RefCell;
 use std::fmt::{self, Write};
 use std::time::Duration;
 
@@ -54,18 +55,51 @@ pub(crate) struct Line<'a> {
     pub(crate) ended: &'a Ended,
 }
 
-/// The longest line most requests make, so one allocation holds it.
+/// The longest line most requests make, so the buffer rarely grows.
 const TYPICAL: usize = 640;
+
+thread_local! {
+    /// Each thread's line buffer, kept between lines: one allocation per thread, not per line.
+    static BUFFER: RefCell<String> = RefCell::new(String::with_capacity(TYPICAL));
+}
 
 impl fmt::Display for Line<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = Out {
-            s: String::with_capacity(TYPICAL),
-            json: f.alternate(),
+        let json = f.alternate();
+        let mut write = |s: &mut String| {
+            s.clear();
+            let mut out = Out { s, json };
+            self.write(&mut out);
+            // Every text field starts with a space; the first is not preceded by one.
+            f.write_str(if json {
+                s
+            } else {
+                s.get(1..).unwrap_or_default()
+            })
         };
-        self.write(&mut out);
-        f.write_str(&out.s)
+        let reused = BUFFER.try_with(|b| b.try_borrow_mut().map(|mut s| write(&mut s)));
+        match reused {
+            Ok(Ok(written)) => written,
+            // The thread is ending, or (never expected) a line is written inside a line.
+            _ => write(&mut String::with_capacity(TYPICAL)),
+        }
     }
+}
+
+/// A field's name as it is written before its value: ` name=` in text, `,"name":` in JSON.
+struct Name {
+    text: &'static str,
+    json: &'static str,
+}
+
+/// The [`Name`] of a field, spelt once.
+macro_rules! name {
+    ($name:literal) => {
+        &Name {
+            text: concat!(" ", $name, "="),
+            json: concat!(",\"", $name, "\":"),
+        }
+    };
 }
 
 impl Line<'_> {
@@ -76,29 +110,36 @@ impl Line<'_> {
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let from = a.from;
         let tls = from.tls.as_ref();
-        out.bare("client.address", Some(from.client_ip()));
-        out.number("client.port", Some(u64::from(from.client.port())));
-        out.bare("network.peer.address", from.peer_ip.as_deref());
-        out.quoted("network.protocol.version", Some(a.protocol.version()));
-        out.bare("http.request.method", Some(a.method));
-        out.quoted("url.path", Some(a.path));
-        out.quoted("server.address", a.host.map(host_name));
-        out.quoted("user_agent.original", a.user_agent);
-        out.number("http.response.status_code", Some(a.status.as_u16().into()));
-        out.number("http.request.body.size", Some(ended.received));
-        out.number("http.response.body.size", Some(ended.sent));
-        out.number("duration_us", Some(us(ended.total)));
-        out.number("upstream_us", a.upstream.then(|| us(a.elapsed)));
-        out.quoted("request_id", a.ids.request_id());
-        out.quoted("amzn_trace_id", a.ids.amzn_root());
-        out.quoted("trace_id", a.ids.trace_id());
-        out.quoted("aws.vpce.id", from.vpce());
-        out.quoted("tls.protocol.version", tls.map(|t| t.version));
-        out.quoted("tls.cipher", tls.map(|t| t.cipher));
-        out.quoted("tls.server.name", tls.and_then(|t| t.sni.as_deref()));
-        out.quoted("tls.next_protocol", tls.and_then(|t| t.alpn));
+        out.bare(name!("client.address"), Some(from.client_ip()));
+        out.number(name!("client.port"), Some(u64::from(from.client.port())));
+        out.bare(name!("network.peer.address"), from.peer_ip.as_deref());
+        out.quoted(
+            name!("network.protocol.version"),
+            Some(a.protocol.version()),
+        );
+        out.bare(name!("http.request.method"), Some(a.method));
+        out.quoted(name!("url.path"), Some(a.path));
+        out.quoted(name!("server.address"), a.host.map(host_name));
+        out.quoted(name!("user_agent.original"), a.user_agent);
+        let status = a.status.as_u16().into();
+        out.number(name!("http.response.status_code"), Some(status));
+        out.number(name!("http.request.body.size"), Some(ended.received));
+        out.number(name!("http.response.body.size"), Some(ended.sent));
+        out.number(name!("duration_us"), Some(us(ended.total)));
+        out.number(name!("upstream_us"), a.upstream.then(|| us(a.elapsed)));
+        out.quoted(name!("request_id"), a.ids.request_id());
+        out.quoted(name!("amzn_trace_id"), a.ids.amzn_root());
+        out.quoted(name!("trace_id"), a.ids.trace_id());
+        out.quoted(name!("aws.vpce.id"), from.vpce());
+        out.quoted(name!("tls.protocol.version"), tls.map(|t| t.version));
+        out.quoted(name!("tls.cipher"), tls.map(|t| t.cipher));
+        out.quoted(name!("tls.server.name"), tls.and_then(|t| t.sni.as_deref()));
+        out.quoted(name!("tls.next_protocol"), tls.and_then(|t| t.alpn));
         let subject = tls.and_then(|t| t.client.as_ref());
-        out.quoted("tls.client.subject", subject.map(|c| c.subject.as_str()));
+        out.quoted(
+            name!("tls.client.subject"),
+            subject.map(|c| c.subject.as_str()),
+        );
     }
 }
 
@@ -106,41 +147,33 @@ impl Line<'_> {
 pub(crate) fn host_name(host: &str) -> &str {
     match host.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        // A byte search: ':' is ASCII, so the cut is on a character boundary.
+        None => match host.bytes().rposition(|b| b == b':') {
+            Some(at) => &host[..at],
+            None => host,
+        },
     }
 }
 
 /// The line being written.
-struct Out {
-    s: String,
+struct Out<'s> {
+    s: &'s mut String,
     json: bool,
 }
 
-impl Out {
-    fn name(&mut self, name: &str) {
-        if self.json {
-            self.s.push_str(",\"");
-            self.s.push_str(name);
-            self.s.push_str("\":");
-        } else {
-            if !self.s.is_empty() {
-                self.s.push(' ');
-            }
-            self.s.push_str(name);
-            self.s.push('=');
-        }
+impl Out<'_> {
+    fn name(&mut self, name: &Name) {
+        self.s
+            .push_str(if self.json { name.json } else { name.text });
     }
 
     /// A string: quoted in text as `{:?}` quotes it, a JSON string in JSON.
-    fn quoted(&mut self, name: &str, value: Option<&str>) {
+    fn quoted(&mut self, name: &Name, value: Option<&str>) {
         let Some(value) = value else { return };
         self.name(name);
         if self.json {
-            json_string(&mut self.s, value);
-        } else if value
-            .bytes()
-            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-        {
+            json_string(self.s, value);
+        } else if plain(value) {
             self.s.push('"');
             self.s.push_str(value);
             self.s.push('"');
@@ -151,21 +184,29 @@ impl Out {
 
     /// A value tracing records with `%` (an address, a method): as it is in text, a JSON
     /// string in JSON.
-    fn bare(&mut self, name: &str, value: Option<&str>) {
+    fn bare(&mut self, name: &Name, value: Option<&str>) {
         let Some(value) = value else { return };
         self.name(name);
         if self.json {
-            json_string(&mut self.s, value);
+            json_string(self.s, value);
         } else {
             self.s.push_str(value);
         }
     }
 
-    fn number(&mut self, name: &str, value: Option<u64>) {
+    fn number(&mut self, name: &Name, value: Option<u64>) {
         let Some(value) = value else { return };
         self.name(name);
         self.s.push_str(itoa::Buffer::new().format(value));
     }
+}
+
+/// Whether `{:?}` writes `value` as it is between quotes: printable ASCII without `"` or `\`.
+/// Every byte is looked at, without an early exit, so the check runs many bytes at a time.
+fn plain(value: &str) -> bool {
+    value.bytes().fold(true, |ok, b| {
+        ok & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
+    })
 }
 
 /// `value` as a JSON string, escaped as serde_json escapes it.
