@@ -9,6 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -41,11 +42,11 @@ pub(crate) async fn forward<B>(
     write_head(req, rules, authority, (from, ids), &mut head);
     let up = &shared.upstream;
     let mut ubuf = BytesMut::with_capacity(READ_ROOM);
-    let exchange = exchange::exchange(up, &head, rules, &mut ubuf, client_head);
+    let exchange = exchange::exchange(up, Instant::now(), &head, rules, &mut ubuf, client_head);
     let fail = |kind: UpstreamError, why: &dyn std::fmt::Display| {
         failure::response(up, &shared.metrics, from.client, kind, why)
     };
-    let (app, (parts, framing, reusable, head_len)) =
+    let (app, (parts, framing, reusable, head_len), _) =
         match tokio::time::timeout(up.response_timeout, exchange).await {
             Ok(Ok(found)) => found,
             Ok(Err(f)) => return Err(fail(f.kind, &f.why)),
@@ -212,7 +213,7 @@ impl AppBody {
                 _ => self.ubuf.is_empty(),
             };
             if self.reusable && exact {
-                self.shared.upstream.put_plain(app);
+                self.shared.upstream.put_plain(app, Instant::now());
             }
         }
     }

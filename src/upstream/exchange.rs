@@ -53,19 +53,24 @@ impl Failed {
 /// the head's bytes are still borrowed; the body's first bytes stay in `ubuf` after it. A
 /// pooled connection that turns out dead is replaced once, as
 /// [`rules::retry_on_fresh_connection`] says.
+///
+/// `now` is the caller's reading of the clock as it began, taken as the moment a pooled
+/// connection is asked (the checkout between them takes microseconds; a clock read costs
+/// about a tenth of one here). The instant the response head arrived comes back with it.
 pub(crate) async fn exchange<T>(
     upstream: &Upstream,
+    now: Instant,
     head: &[u8],
     request: &RequestRules,
     ubuf: &mut BytesMut,
     mut emit: impl FnMut(Judged<'_>) -> T,
-) -> Result<(TcpStream, T), Failed> {
+) -> Result<(TcpStream, T, Instant), Failed> {
     let mut fresh_only = false;
     loop {
         let pooled = if fresh_only {
             None
         } else {
-            upstream.checkout_plain()
+            upstream.checkout_plain(now)
         };
         let reused = pooled.is_some();
         let mut app = match pooled {
@@ -77,11 +82,14 @@ pub(crate) async fn exchange<T>(
             })?,
         };
         ubuf.clear();
-        let asked = Instant::now();
+        let asked = if reused { now } else { Instant::now() };
         match ask(&mut app, head, request, ubuf, &mut emit).await {
             Ok(out) => {
-                upstream.timing.answered(asked.elapsed());
-                return Ok((app, out));
+                let answered = Instant::now();
+                upstream
+                    .timing
+                    .answered(answered.saturating_duration_since(asked));
+                return Ok((app, out, answered));
             }
             Err(f)
                 if f.silent

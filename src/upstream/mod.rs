@@ -209,20 +209,22 @@ impl Upstream {
         }
     }
 
-    /// Returns a lean-path connection to its pool, for the next request to reuse.
-    pub(crate) fn put_plain(&self, stream: TcpStream) {
+    /// Returns a lean-path connection to its pool, for the next request to reuse; it has been
+    /// idle since `now`.
+    pub(crate) fn put_plain(&self, stream: TcpStream, now: Instant) {
         if let Ok(mut idle) = self.plain_idle.lock() {
             if idle.len() < self.max_idle {
-                idle.push((stream, Instant::now()));
+                idle.push((stream, now));
             }
         }
     }
 
-    /// An idle lean-path connection the app has not closed, most recently used first.
-    pub(crate) fn checkout_plain(&self) -> Option<TcpStream> {
+    /// An idle lean-path connection the app has not closed, most recently used first; `now`
+    /// is the caller's clock reading.
+    pub(crate) fn checkout_plain(&self, now: Instant) -> Option<TcpStream> {
         loop {
             let (stream, since) = self.plain_idle.lock().ok()?.pop()?;
-            if since.elapsed() < IDLE_TIMEOUT && still_open(&stream) {
+            if now.saturating_duration_since(since) < IDLE_TIMEOUT && still_open(&stream) {
                 return Some(stream);
             }
         }

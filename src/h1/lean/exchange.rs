@@ -2,6 +2,8 @@
 //! back ([`crate::upstream::exchange`]), that head rewritten for the client, and the body copied to the
 //! client as it arrives.
 
+use std::time::Instant;
+
 use bytes::{Buf, BytesMut};
 use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -84,15 +86,16 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     out: &mut Vec<u8>,
     ubuf: &mut BytesMut,
 ) -> Result<Replied, &'static str> {
-    let started = std::time::Instant::now();
+    // One clock reading for the start, the pool's idle check and RESPONSE_TIMEOUT's deadline.
+    let started = Instant::now();
     let env = conn.env;
     let upstream = env.upstream;
     let draining = env.drain.is_draining();
-    let asking = exchange::exchange(upstream, head, &plan.rules, ubuf, |judged| {
+    let asking = exchange::exchange(upstream, started, head, &plan.rules, ubuf, |judged| {
         client_head(judged, plan, draining, out)
     });
-    let deadline = tokio::time::Instant::now() + upstream.response_timeout;
-    let (mut app, reply) = match conn.clocks.before(deadline, asking).await {
+    let deadline = tokio::time::Instant::from_std(started) + upstream.response_timeout;
+    let (mut app, reply, head_at) = match conn.clocks.before(deadline, asking).await {
         Some(Ok(found)) => found,
         Some(Err(f)) => return refuse(conn, f.kind, &f.why, plan, started).await,
         None => {
@@ -100,10 +103,11 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             return refuse(conn, UpstreamError::Timeout, why, plan, started).await;
         }
     };
-    let to_head = started.elapsed();
+    let to_head = head_at.saturating_duration_since(started);
     let (clean, sent) = relay_body(conn, &mut app, out, &reply, ubuf).await?;
+    let ended_at = Instant::now();
     if clean && reply.reusable {
-        upstream.put_plain(app);
+        upstream.put_plain(app, ended_at);
     }
     Ok(Replied {
         status: reply.status,
@@ -112,8 +116,9 @@ pub(super) async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
         ended: Ended {
             received: 0,
             sent,
-            total: started.elapsed(),
+            total: ended_at.saturating_duration_since(started),
         },
+        ended_at,
     })
 }
 
@@ -126,6 +131,8 @@ pub(super) struct Replied {
     pub(super) to_head: std::time::Duration,
     /// The body sizes and the total time.
     pub(super) ended: Ended,
+    /// When the response ended: the connection is idle from then.
+    pub(super) ended_at: Instant,
 }
 
 /// Sends the response head and body to the client as the body arrives. `Ok` with whether the
@@ -198,7 +205,7 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     kind: UpstreamError,
     why: &str,
     plan: &Plan,
-    started: std::time::Instant,
+    started: Instant,
 ) -> Result<Replied, &'static str> {
     let env = conn.env;
     let client = conn.ctx.forwarding.client;
@@ -209,7 +216,8 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| "client write error")?;
     conn.counts.written += bytes.len() as u64;
-    let total = started.elapsed();
+    let ended_at = Instant::now();
+    let total = ended_at.saturating_duration_since(started);
     Ok(Replied {
         status,
         close,
@@ -219,5 +227,6 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
             sent: text.len() as u64,
             total,
         },
+        ended_at,
     })
 }

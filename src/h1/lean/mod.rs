@@ -151,6 +151,9 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut out = Vec::new();
     let mut reply_head = Vec::new();
     let mut ubuf = BytesMut::new();
+    // When the connection last fell idle (a response's end) and when the head being read
+    // began: each phase's clock starts from them.
+    let mut idle_since: Option<std::time::Instant> = None;
     let mut head_started: Option<tokio::time::Instant> = None;
     loop {
         let plan = match plan_request(&buf, &ctx.forwarding, env.limits, &mut out) {
@@ -164,7 +167,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 return closed(&mut conn, "request refused").await;
             }
             Step::Partial => {
-                if let Err(why) = read_more(&mut conn, &mut buf, &mut head_started).await {
+                let marks = (&mut idle_since, &mut head_started);
+                if let Err(why) = read_more(&mut conn, &mut buf, marks).await {
                     return closed(&mut conn, why).await;
                 }
                 continue;
@@ -199,6 +203,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             answered.log(&replied.ended);
         }
         buf.advance(plan.head_len);
+        idle_since = Some(replied.ended_at);
         if replied.close {
             return closed(&mut conn, "closed after the response").await;
         }
@@ -226,15 +231,21 @@ async fn closed<S: AsyncWrite + Unpin>(conn: &mut Client<'_, S>, why: &'static s
 async fn read_more<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Client<'_, S>,
     buf: &mut BytesMut,
-    head_started: &mut Option<tokio::time::Instant>,
+    (idle_since, head_started): (
+        &mut Option<std::time::Instant>,
+        &mut Option<tokio::time::Instant>,
+    ),
 ) -> Result<(), &'static str> {
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
     let idle = buf.is_empty();
+    // Idle from the end of the last response, whose clock reading is reused.
+    let last_end = idle_since.take();
     let phase = if idle {
+        let since = last_end.map(tokio::time::Instant::from_std);
         Phase::Idle {
-            since: tokio::time::Instant::now(),
+            since: since.unwrap_or_else(tokio::time::Instant::now),
         }
     } else {
         Phase::Head {
