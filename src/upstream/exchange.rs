@@ -55,8 +55,8 @@ impl Failed {
 /// [`rules::retry_on_fresh_connection`] says.
 ///
 /// `now` is the caller's reading of the clock as it began, taken as the moment a pooled
-/// connection is asked (the checkout between them takes microseconds; a clock read costs
-/// about a tenth of one here). The instant the response head arrived comes back with it.
+/// connection is asked: the checkout between them takes microseconds, and clock readings are
+/// not free on the per-request path. The instant the response head arrived comes back with it.
 pub(crate) async fn exchange<T>(
     upstream: &Upstream,
     now: Instant,

@@ -301,7 +301,7 @@ fn new_amzn_trace(rng: &mut impl Rng) -> HeaderValue {
 }
 
 /// The Unix time in whole seconds from the kernel's coarse clock, which is a few milliseconds
-/// behind at most and costs a fifth of a precise reading (measured in `bench/NOTES.md`).
+/// behind at most and much cheaper to read than the precise one (`bench/NOTES.md`).
 fn epoch_seconds() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
