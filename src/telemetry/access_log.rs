@@ -82,17 +82,22 @@ where
                 w.write_str(part)?;
             }
         }
-        let mut fields = Fields {
-            w: &mut w,
-            json: self.json,
-            result: Ok(()),
-        };
         if settings {
+            let mut fields = JsonFields {
+                w: &mut w,
+                result: Ok(()),
+            };
             event.record(&mut fields);
+            fields.result?;
         } else {
-            event.record(&mut Message(&mut fields));
+            let mut line = Message {
+                w: &mut w,
+                json: self.json,
+                result: Ok(()),
+            };
+            event.record(&mut line);
+            line.result?;
         }
-        fields.result?;
         if self.json {
             w.write_str(",\"target\":\"")?;
             w.write_str(meta.target())?;
@@ -103,76 +108,55 @@ where
     }
 }
 
-/// Writes each field as ` name=value` (text) or `,"name":value` (JSON).
-struct Fields<'a, 'w> {
+/// Writes each field of the start-up line as `,"name":value`; its `settings` is a JSON object
+/// already.
+struct JsonFields<'a, 'w> {
     w: &'a mut Writer<'w>,
-    json: bool,
     /// The first write that failed; the rest are skipped.
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl JsonFields<'_, '_> {
     /// Writes one field; `value` writes its value after the name.
-    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>, bool) -> fmt::Result) {
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.result.is_err() {
             return;
         }
         let w = &mut *self.w;
-        let [before, after] = if self.json {
-            [",\"", "\":"]
-        } else {
-            [" ", "="]
-        };
-        self.result = [before, field.name(), after]
+        self.result = [",\"", field.name(), "\":"]
             .into_iter()
             .try_for_each(|part| w.write_str(part))
-            .and_then(|()| value(w, self.json));
+            .and_then(|()| value(w));
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for JsonFields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.field(field, |w, json| {
-            if json {
-                json_string(w, format_args!("{value}"))
-            } else if value
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-            {
-                // What `{:?}` writes for a string that needs no escapes.
-                w.write_char('"')?;
-                w.write_str(value)?;
-                w.write_char('"')
-            } else {
-                write!(w, "{value:?}")
-            }
-        });
+        self.field(field, |w| json_string(w, format_args!("{value}")));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w, _| w.write_str(itoa::Buffer::new().format(value)));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w, _| w.write_str(itoa::Buffer::new().format(value)));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.field(field, |w, _| write!(w, "{value:?}"));
+        self.field(field, |w| write!(w, "{value:?}"));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.field(field, |w, _| write!(w, "{value}"));
+        self.field(field, |w| write!(w, "{value}"));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.field(field, |w, json| {
-            if json && field.name() == SETTINGS {
+        self.field(field, |w| {
+            if field.name() == SETTINGS {
                 write!(w, "{value:?}")
-            } else if json {
-                json_string(w, format_args!("{value:?}"))
             } else {
-                write!(w, "{value:?}")
+                json_string(w, format_args!("{value:?}"))
             }
         });
     }
@@ -180,18 +164,22 @@ impl Visit for Fields<'_, '_> {
 
 /// An access event's one field, its [`Line`]: after a space in text (as the general formatter
 /// writes a message), as JSON members with `{:#}`.
-struct Message<'f, 'a, 'w>(&'f mut Fields<'a, 'w>);
+struct Message<'a, 'w> {
+    w: &'a mut Writer<'w>,
+    json: bool,
+    /// The first write that failed.
+    result: fmt::Result,
+}
 
-impl Visit for Message<'_, '_, '_> {
+impl Visit for Message<'_, '_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let f = &mut *self.0;
-        if f.result.is_err() || field.name() != "message" {
+        if self.result.is_err() || field.name() != "message" {
             return;
         }
-        f.result = if f.json {
-            write!(f.w, "{value:#?}")
+        self.result = if self.json {
+            write!(self.w, "{value:#?}")
         } else {
-            write!(f.w, " {value:?}")
+            write!(self.w, " {value:?}")
         };
     }
 }
