@@ -27,6 +27,8 @@ done
 # A fresh copy of the committed tree, and a copy of the crates already downloaded.
 src="$home/src"
 rm -rf "$src" && git clone -q "$PWD" "$src"
+# The copy and its build tree are gigabytes on a shared disk: gone when the run ends, pass or fail.
+trap 'rm -rf "$src" "$home/.cargo"' EXIT
 mkdir -p "$home/.cargo"
 [ -d "$HOME/.cargo/registry" ] && cp -r "$HOME/.cargo/registry" "$home/.cargo/"
 chown -R "$user:" "$home"
@@ -34,5 +36,5 @@ chown -R "$user:" "$home"
 cmd=$(sed -n 's/^ *\(cargo test[^`]*\)$/\1/p' README.md | sed -n 1p)
 [ -n "$cmd" ] || { echo "README names no test command" >&2; exit 1; }
 echo "as $user, PATH without haproxy and curl: $cmd"
-runuser -u "$user" -- env -i HOME="$home" CARGO_HOME="$home/.cargo" \
+runuser -u "$user" -- env -i HOME="$home" CARGO_HOME="$home/.cargo" ${CARGO_INCREMENTAL:+CARGO_INCREMENTAL=$CARGO_INCREMENTAL} \
   PATH="$toolchain:$bin" bash -c "cd '$src' && ! command -v haproxy && ! command -v curl && $cmd"
