@@ -34,6 +34,7 @@ cleanup() {
   podman network rm -f "$net" >/dev/null 2>&1 || true
   (cd "$root" && podman-compose -p elbsmoke -f docker-compose.yml -f docker-compose.elb.yml down -t 0 >/dev/null 2>&1) || true
   rm -rf "$work"
+  podman image prune -f >/dev/null 2>&1 || true  # the rebuilt images' old layers, on a shared disk
 }
 trap cleanup EXIT
 # Waits (at most 15 s) for /ping on 127.0.0.1:$1.
