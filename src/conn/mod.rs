@@ -1,6 +1,7 @@
 //! What one client connection carries through every stage: its state and clocks, what all
 //! connections share, the send clock, and the drain that ends them.
 
+pub(crate) mod self_wake;
 pub(crate) mod send_timeout;
 pub(crate) mod shared;
 pub mod shutdown;

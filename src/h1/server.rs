@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::config::{DestinationProtocol, Port};
+use crate::conn::self_wake::SelfWake;
 use crate::conn::shared::Shared;
 use crate::conn::shutdown::Watch;
 use crate::conn::state::{ConnCtx, PendingUpgrade, Tracked};
@@ -57,7 +58,7 @@ where
     );
     let mut stop = Watch::new(&shared.drain.stop_accepting);
     let mut graceful = false;
-    let ended = poll_fn(|cx| {
+    let ended = SelfWake::new(poll_fn(|cx| {
         if hard_stop.poll_set(cx) {
             return Poll::Ready(Err("shutdown deadline (SHUTDOWN_TIMEOUT) reached"));
         }
@@ -84,7 +85,7 @@ where
                 Expiry::KeepAlive => "keep-alive idle timeout",
             })
         })
-    })
+    }))
     .await;
     drop(conn);
     ctx.upstream.release(&shared.upstream);
