@@ -34,7 +34,8 @@
 //! - `upstream/`: the app. `mod.rs` resolves, connects and pools; `exchange` is one HTTP/1.1
 //!   exchange spoken by the proxy; `h2c` the multiplexed HTTP/2 connection.
 //! - `conn/`: what a client connection carries: `state` (its clocks, counts and upstream link),
-//!   `shared` (what every connection shares), `send_timeout`, `shutdown` (the drain).
+//!   `shared` (what every connection shares), `send_timeout`, `shutdown` (the drain),
+//!   `self_wake` (a connection future polled again when it wakes itself).
 //! - `proxy/`: a judged request to the app and back: `hyper_client` (through hyper's client,
 //!   and upgrade handshakes), `h2c` (from either kind of client, WebSockets as extended
 //!   CONNECT), `h2_to_h1` (body-less HTTP/2 streams to an HTTP/1.1 app), `tunnel/` (the bytes

@@ -1,5 +1,5 @@
 //! What one client connection carries through every stage: its state and clocks, what all
-//! connections share, the send clock, and the drain that ends them.
+//! connections share, the send clock, the drain that ends them, and how its task is polled.
 
 pub(crate) mod self_wake;
 pub(crate) mod send_timeout;
