@@ -100,7 +100,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
-    /// A future that wakes itself `n` times before it is ready, counting its polls.
+    /// A future that wakes itself `left` more times before it is ready, counting its polls.
     struct WakesItself {
         left: usize,
         polls: Arc<AtomicUsize>,
